@@ -1,0 +1,508 @@
+"""Experiment configuration: TOML files -> frozen dataclasses, `--set` overrides, validation.
+
+A config file has run-wide tables (`task`, `train`, `sweep`), default tables for every group
+(`model`, `optim`, `schedule`) and optional `[groups.NAME]` tables that override those defaults
+for one group (a group is everything that shares one compiled shape). Without `[groups]` the
+run has one group, `main`. The resolved config (what `--print-config` prints and what a run
+saves as `config.toml`) spells every group out in full and loads back to the same `Config`.
+
+Every mistake a user can make is raised here as `ConfigError`, one line naming the key, the
+value and what is allowed; the CLI turns it into exit code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_TABLES = ("model", "optim", "schedule")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming key, value and what is allowed."""
+
+
+def _bound(default: Any = dataclasses.MISSING, **limits: float) -> Any:
+    """A dataclass field with numeric limits (gt, ge, lt, le) checked on load."""
+    return field(default=default, metadata=limits)
+
+
+# A float, or a list of floats that becomes a sweep axis (one model per value, vmapped).
+Sweep = float | tuple[float, ...]
+
+# ----------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class SumsqTask:
+    """y = sum of squares of `n_inputs` IID U(low, high) inputs; a fixed dataset split in two."""
+
+    name: Literal["sumsq"] = "sumsq"
+    n_inputs: int = _bound(64, gt=0)
+    low: float = -5.0
+    high: float = 8.0
+    n_samples: int = _bound(100_000, gt=1)
+    n_train: int = _bound(90_000, gt=0)
+    data_seed: int = _bound(0, ge=0)
+    eval_train: bool = True  # also log eval-mode MSE on the whole training set each interval
+
+
+@dataclass(frozen=True)
+class StepfitTask:
+    """Fit a step; a fresh U[0, 1) batch every step; validation on a fixed linspace grid.
+
+    Arithmetic as in the seed: target(x) = where(x*scale > step_at, scale, 0) / scale.
+    """
+
+    name: Literal["stepfit"] = "stepfit"
+    scale: float = _bound(1000.0, gt=0)
+    step_at: float = 100.0
+    n_val: int = _bound(5001, gt=1)
+
+
+# ----------------------------------------------------------------------------- models
+
+INIT_SCHEMES = ("manual", "he", "torch_default")
+
+
+@dataclass(frozen=True)
+class ManualValues:
+    """Hand-set parameters for the shared-subnet model, in PyTorch's layout (fc3_weight may be
+    one number for all inputs)."""
+
+    fc1_weight: tuple[float, ...]
+    fc1_bias: tuple[float, ...]
+    fc2_weight: tuple[float, ...]
+    fc2_bias: float
+    fc3_weight: float | tuple[float, ...]
+    fc3_bias: float
+
+
+@dataclass(frozen=True)
+class SharedSubnet:
+    """Dense(1->width) -> act -> Dense(width->1) shared by every input, then Dense(n_inputs->1)."""
+
+    name: Literal["shared_subnet"] = "shared_subnet"
+    width: int = _bound(14, gt=0)
+    activation: Literal["relu", "leaky_relu"] = "relu"
+    negative_slope: float = _bound(0.01, ge=0)
+    dropout_inputs: float = _bound(0.0, ge=0, lt=1)
+    dropout_hidden: float = _bound(0.0, ge=0, lt=1)
+    dropout_outputs: float = _bound(0.0, ge=0, lt=1)
+    init: tuple[Literal["manual", "he", "torch_default"], ...] = ("torch_default",)
+    manual: ManualValues | None = None
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Dense(1->width) -> act -> Dense(width->1) [-> act]."""
+
+    name: Literal["mlp"] = "mlp"
+    width: int = _bound(8, gt=0)
+    activation: Literal["relu", "leaky_relu"] = "relu"
+    negative_slope: float = _bound(0.01, ge=0)
+    output_activation: bool = False
+    init: tuple[Literal["he", "torch_default"], ...] = ("torch_default",)
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+@dataclass(frozen=True)
+class SGD:
+    """torch.optim.SGD: buf = momentum*buf + g (buf = g at the first step); p -= lr*buf."""
+
+    name: Literal["sgd"] = "sgd"
+    lr: Sweep = _bound(0.1, gt=0)
+    momentum: Sweep = _bound(0.0, ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class Adam:
+    """torch.optim.Adam (no weight decay, no amsgrad)."""
+
+    name: Literal["adam"] = "adam"
+    lr: Sweep = _bound(1e-3, gt=0)
+    b1: Sweep = _bound(0.9, ge=0, lt=1)
+    b2: Sweep = _bound(0.999, ge=0, lt=1)
+    eps: Sweep = _bound(1e-8, gt=0)
+
+
+# ----------------------------------------------------------------------------- schedules
+# `interval` says when the scheduler steps: once per "epoch" (Lightning's default for
+# StepLR) or once per optimiser "step" (the seed's CyclicLR loop).
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: Literal["constant"] = "constant"
+
+
+@dataclass(frozen=True)
+class StepDecay:
+    """torch.optim.lr_scheduler.StepLR: lr = optim.lr * gamma ** (count // step_size)."""
+
+    name: Literal["step"] = "step"
+    step_size: int = _bound(20, gt=0)
+    gamma: Sweep = _bound(0.9, gt=0)
+    interval: Literal["epoch", "step"] = "epoch"
+
+
+@dataclass(frozen=True)
+class Cyclic:
+    """torch.optim.lr_scheduler.CyclicLR (cycle_momentum=False); it sets the lr itself, so
+    optim.lr is unused, as in torch."""
+
+    name: Literal["cyclic"] = "cyclic"
+    base_lr: Sweep = _bound(0.001, gt=0)
+    max_lr: Sweep = _bound(0.1, gt=0)
+    step_size_up: int = _bound(2000, gt=0)
+    step_size_down: int = _bound(2000, gt=0)
+    mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
+    gamma: Sweep = _bound(1.0, gt=0)
+    interval: Literal["epoch", "step"] = "step"
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class Train:
+    """How long and how: give `epochs` or `steps` (an epoch of stepfit is one step)."""
+
+    epochs: int | None = _bound(None, gt=0)
+    steps: int | None = _bound(None, gt=0)
+    batch_size: int = _bound(100, gt=0)
+    eval_every: int = _bound(1, gt=0)  # epochs between validations
+    stop_loss: float | None = _bound(None, gt=0)  # a model stops once val loss <= this
+    eval_batch_size: int = _bound(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
+    chunk_epochs: int | None = _bound(None, gt=0)  # epochs per compiled chunk; default ~1/100 of the run
+
+
+@dataclass(frozen=True)
+class SweepAxes:
+    """Seeds: model k of a group uses seed index k % n_seeds; every key derives from it."""
+
+    n_seeds: int = _bound(1, gt=0)
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    model: SharedSubnet | MLP
+    optim: SGD | Adam
+    schedule: Constant | StepDecay | Cyclic
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seed: int
+    task: SumsqTask | StepfitTask
+    train: Train
+    sweep: SweepAxes
+    groups: tuple[Group, ...]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if isinstance(self.task, SumsqTask):
+            return self.task.n_train // self.train.batch_size
+        return 1
+
+    @property
+    def n_epochs(self) -> int:
+        if self.train.epochs is not None:
+            return self.train.epochs
+        return -(-self.train.steps // self.steps_per_epoch)
+
+    @property
+    def n_intervals(self) -> int:
+        """Validations during training (one after every `eval_every` epochs, the last may be short)."""
+        return -(-self.n_epochs // self.train.eval_every)
+
+
+KINDS = {
+    "task": (SumsqTask, StepfitTask),
+    "model": (SharedSubnet, MLP),
+    "optim": (SGD, Adam),
+    "schedule": (Constant, StepDecay, Cyclic),
+}
+
+# ----------------------------------------------------------------------------- building
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config key '{key}' = {value!r}: {allowed}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_NO_MATCH = object()
+
+
+def _union(hint: Any) -> tuple:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _scalar(option: Any, value: Any, key: str, limits: dict) -> Any:
+    """`value` as one scalar type, checked against the field's limits, or _NO_MATCH."""
+    if typing.get_origin(option) is Literal:
+        return value if value in typing.get_args(option) else _NO_MATCH
+    if dataclasses.is_dataclass(option):
+        return _build(option, value, key) if isinstance(value, dict) else _NO_MATCH
+    if option in (bool, str):
+        return value if type(value) is option else _NO_MATCH
+    if option is int and not (isinstance(value, int) and not isinstance(value, bool)):
+        return _NO_MATCH
+    if option is float:
+        if not _is_number(value):
+            return _NO_MATCH
+        value = float(value)
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    checks = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b, "le": lambda b: value <= b}
+    if not all(checks[name](bound) for name, bound in limits.items()):
+        raise _fail(key, value, "must be " + " and ".join(f"{symbols[n]} {b:g}" for n, b in limits.items()))
+    return value
+
+
+def _coerce(hint: Any, value: Any, key: str, limits: dict) -> Any:
+    """Check `value` against a field's type hint and limits; return it in canonical form
+    (lists become tuples; one value where a list is allowed becomes a 1-tuple only for
+    list-only fields such as model.init)."""
+    options = [o for o in _union(hint) if o is not type(None)]
+    sequences = [o for o in options if typing.get_origin(o) is tuple]
+    scalars = [o for o in options if typing.get_origin(o) is not tuple]
+    if isinstance(value, list):
+        if not sequences:
+            raise _fail(key, value, "a list is allowed only on sweep axes (numbers of optim and schedule, model.init)")
+        if not value:
+            raise _fail(key, value, "an empty list has no models; give at least one value")
+        item = typing.get_args(sequences[0])[0]
+        return tuple(_coerce(item, v, key, limits) for v in value)
+    for option in scalars:
+        result = _scalar(option, value, key, limits)
+        if result is not _NO_MATCH:
+            return result
+    if sequences:
+        return (_coerce(typing.get_args(sequences[0])[0], value, key, limits),)
+    raise _fail(key, value, f"expected {_describe(hint)}")
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in words, for error messages."""
+    words = []
+    for option in _union(hint):
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is Literal:
+            words.append("one of " + ", ".join(repr(a) for a in typing.get_args(option)))
+        elif typing.get_origin(option) is tuple:
+            words.append(f"a list of {_describe(typing.get_args(option)[0])}")
+        elif dataclasses.is_dataclass(option):
+            words.append("a table")
+        else:
+            words.append({int: "an integer", float: "a number", bool: "true or false", str: "a string"}[option])
+    return " or ".join(words)
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    """Make dataclass `cls` from a TOML table, checking every key, type and limit."""
+    if not isinstance(raw, dict):
+        raise _fail(path, raw, "expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise _fail(f"{path}.{key}", raw[key], f"unknown key; allowed here: {', '.join(fields)}")
+    values = {}
+    for name, value in raw.items():
+        values[name] = _coerce(hints[name], value, f"{path}.{name}", dict(fields[name].metadata))
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
+    if missing:
+        raise _fail(f"{path}.{missing[0]}", None, "missing; this key is required")
+    return cls(**values)
+
+
+def _build_kind(table: str, raw: Any, path: str) -> Any:
+    """Build a task/model/optim/schedule table, choosing its dataclass by `name`."""
+    kinds = {cls.__dataclass_fields__["name"].default: cls for cls in KINDS[table]}
+    if not isinstance(raw, dict):
+        raise _fail(path, raw, "expected a table")
+    name = raw.get("name")
+    if name not in kinds:
+        raise _fail(f"{path}.name", name, f"must be one of {', '.join(repr(k) for k in kinds)}")
+    return _build(kinds[name], raw, path)
+
+
+def _merge(defaults: dict, override: dict) -> dict:
+    """A group's table over the default one; a different `name` replaces the table whole."""
+    if "name" in override and override["name"] != defaults.get("name"):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(defaults)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _check_run(cfg: Config) -> None:
+    """Checks that need more than one key."""
+    train, task = cfg.train, cfg.task
+    if (train.epochs is None) == (train.steps is None):
+        raise _fail("train.epochs", train.epochs, f"give exactly one of train.epochs and train.steps (train.steps = {train.steps!r})")
+    if isinstance(task, SumsqTask):
+        if task.n_train >= task.n_samples:
+            raise _fail("task.n_train", task.n_train, f"must be < task.n_samples = {task.n_samples}")
+        if task.n_train % train.batch_size:
+            raise _fail("train.batch_size", train.batch_size, f"must divide task.n_train = {task.n_train} (every batch is full)")
+        if not task.low < task.high:
+            raise _fail("task.low", task.low, f"must be < task.high = {task.high}")
+        if train.steps is not None and train.steps % cfg.steps_per_epoch:
+            raise _fail("train.steps", train.steps, f"must be a whole number of epochs ({cfg.steps_per_epoch} steps each); or set train.epochs")
+    if not cfg.groups:
+        raise _fail("groups", {}, "at least one group is needed")
+    for group in cfg.groups:
+        model, where = group.model, f"groups.{group.name}.model"
+        if isinstance(task, StepfitTask) and isinstance(model, SharedSubnet):
+            raise _fail(f"{where}.name", model.name, "the stepfit task takes 'mlp'")
+        if isinstance(task, SumsqTask) and isinstance(model, MLP):
+            raise _fail(f"{where}.name", model.name, "the sumsq task takes 'shared_subnet'")
+        if len(set(model.init)) != len(model.init):
+            raise _fail(f"{where}.init", list(model.init), "each init scheme at most once")
+        if isinstance(model, SharedSubnet) and "manual" in model.init:
+            values = model.manual
+            if values is None:
+                raise _fail(f"{where}.manual", None, "init 'manual' needs a [model.manual] table of values")
+            for key, size in (("fc1_weight", model.width), ("fc1_bias", model.width), ("fc2_weight", model.width)):
+                if len(getattr(values, key)) != size:
+                    raise _fail(f"{where}.manual.{key}", list(getattr(values, key)), f"needs {size} values (model.width)")
+            if isinstance(values.fc3_weight, tuple) and len(values.fc3_weight) != task.n_inputs:
+                raise _fail(f"{where}.manual.fc3_weight", list(values.fc3_weight), f"needs {task.n_inputs} values (task.n_inputs) or one number")
+
+
+def from_dict(raw: dict, name: str) -> Config:
+    """Build and validate a `Config` from a parsed TOML document."""
+    raw = copy.deepcopy(raw)
+    known = {"name", "seed", "task", "train", "sweep", "groups", *DEFAULT_TABLES}
+    for key in raw:
+        if key not in known:
+            raise _fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
+    run_name = raw.get("name", name)
+    if not isinstance(run_name, str) or not run_name:
+        raise _fail("name", run_name, "expected a non-empty string")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise _fail("seed", seed, "expected an integer >= 0")
+    task = _build_kind("task", raw.get("task", {}), "task")
+    train = _build(Train, raw.get("train", {}), "train")
+    sweep = _build(SweepAxes, raw.get("sweep", {}), "sweep")
+    group_tables = raw.get("groups", {"main": {}})
+    if not isinstance(group_tables, dict):
+        raise _fail("groups", group_tables, "expected a table of [groups.NAME] tables")
+    defaults = {t: raw.get(t, {}) for t in DEFAULT_TABLES}
+    groups = []
+    for group_name, table in group_tables.items():
+        path = f"groups.{group_name}"
+        if not isinstance(table, dict):
+            raise _fail(path, table, "expected a table")
+        for key in table:
+            if key not in DEFAULT_TABLES:
+                raise _fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")
+        parts = {t: _build_kind(t, _merge(defaults[t], table.get(t, {})), f"{path}.{t}") for t in ("model", "optim")}
+        schedule = _build_kind("schedule", _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
+        groups.append(Group(group_name, parts["model"], parts["optim"], schedule))
+    cfg = Config(run_name, seed, task, train, sweep, tuple(groups))
+    _check_run(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- files and overrides
+
+
+def find(name_or_path: str) -> Path:
+    """`configs/NAME.toml` (next to the package, or under the working directory), or a path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise _fail("--config", name_or_path, "no such file")
+        return path
+    for folder in (Path.cwd() / "configs", CONFIG_DIR):
+        if (folder / f"{name_or_path}.toml").is_file():
+            return folder / f"{name_or_path}.toml"
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+    raise _fail("--config", name_or_path, f"no such config; known: {', '.join(known)} (or a path to a .toml file)")
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as TOML (numbers, true/false, [lists], "strings"); else a bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` overrides. A default table's key (`model.*`, `optim.*`,
+    `schedule.*`) is set for every group too, so it wins over what a group said."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise _fail("--set", item, "expected key.sub=value")
+        parts = key.strip().split(".")
+        value = parse_value(text.strip())
+        targets = [raw]
+        if parts[0] in DEFAULT_TABLES and isinstance(raw.get("groups"), dict):
+            targets += [g for g in raw["groups"].values() if isinstance(g, dict)]
+        for target in targets:
+            table = target
+            for part in parts[:-1]:
+                table = table.setdefault(part, {})
+                if not isinstance(table, dict):
+                    raise _fail(key, text, f"'{part}' is not a table")
+            table[parts[-1]] = copy.deepcopy(value)
+    return raw
+
+
+def load(name_or_path: str, overrides: list[str] = ()) -> Config:
+    """Find, parse, override and validate a config."""
+    path = find(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise _fail("--config", str(path), f"not valid TOML ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise _fail("--config", str(path), f"cannot be read ({error})") from None
+    return from_dict(apply_overrides(raw, list(overrides)), path.stem)
+
+
+def to_dict(cfg: Config) -> dict:
+    """The resolved config as a TOML-ready dict (every group in full, no None values)."""
+
+    def clean(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: clean(getattr(value, f.name)) for f in dataclasses.fields(value) if getattr(value, f.name) is not None}
+        if isinstance(value, tuple):
+            return [clean(v) for v in value]
+        return value
+
+    groups = {g.name: {t: clean(getattr(g, t)) for t in DEFAULT_TABLES} for g in cfg.groups}
+    return {"name": cfg.name, "seed": cfg.seed, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep), "groups": groups}
+
+
+def to_toml(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))

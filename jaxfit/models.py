@@ -1,0 +1,173 @@
+"""Flax modules of the two experiments, and the init schemes that set their parameters.
+
+Parameters follow Flax's layout (Dense kernel is [in, out], PyTorch's weight transposed).
+Init schemes are functions of a parameter template and a key, so a group can hold models of
+several schemes on one vmapped axis.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxfit.config import MLP, SharedSubnet, SumsqTask
+
+Params = dict
+
+
+def activation(model: SharedSubnet | MLP) -> Callable[[jax.Array], jax.Array]:
+    """ReLU, or LeakyReLU written as torch's: slope * x wherever x <= 0 (gradient too)."""
+    if model.activation == "relu":
+        return jax.nn.relu
+    slope = model.negative_slope
+    return lambda x: jnp.where(x > 0, x, slope * x)
+
+
+class Subnet(nn.Module):
+    """g(x): Dense(1->width) -> act -> dropout -> Dense(width->1), for x of shape [batch, 1]."""
+
+    width: int
+    act: Callable
+    dropout_hidden: float
+    train: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.act(nn.Dense(self.width, name="fc1")(x))
+        h = nn.Dropout(self.dropout_hidden, deterministic=not self.train)(h)
+        return nn.Dense(1, name="fc2")(h)
+
+
+class SharedSubnetSum(nn.Module):
+    """sumsq's model: one Subnet applied to each of the n_inputs inputs (parameters shared,
+    dropout masks independent), then Dense(n_inputs->1). Dropout where the seed has it: on the
+    raw inputs, on the hidden layer, on the subnet outputs."""
+
+    config: SharedSubnet
+    n_inputs: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:  # [batch, n_inputs] -> [batch, 1]
+        cfg = self.config
+        x = nn.Dropout(cfg.dropout_inputs, deterministic=not train)(x)
+        subnets = nn.vmap(
+            Subnet,
+            in_axes=1,
+            out_axes=1,
+            variable_axes={"params": None},
+            split_rngs={"params": False, "dropout": True},
+        )
+        g = subnets(cfg.width, activation(cfg), cfg.dropout_hidden, train, name="subnet")(x[..., None])[..., 0]
+        g = nn.Dropout(cfg.dropout_outputs, deterministic=not train)(g)
+        return nn.Dense(1, name="fc3")(g)
+
+
+class TwoLayerNet(nn.Module):
+    """stepfit's model: Dense(1->width) -> act -> Dense(width->1) [-> act]."""
+
+    config: MLP
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        act = activation(self.config)
+        y = nn.Dense(1, name="fc2")(act(nn.Dense(self.config.width, name="fc1")(x)))
+        return act(y) if self.config.output_activation else y
+
+
+def build(model: SharedSubnet | MLP, task) -> nn.Module:
+    if isinstance(model, SharedSubnet):
+        return SharedSubnetSum(model, task.n_inputs)
+    return TwoLayerNet(model)
+
+
+def n_inputs(task) -> int:
+    return task.n_inputs if isinstance(task, SumsqTask) else 1
+
+
+def template(module: nn.Module, task) -> Params:
+    """A parameter tree of the right shapes (values are overwritten by an init scheme)."""
+    x = jnp.zeros((1, n_inputs(task)), jnp.float32)
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))["params"]
+
+
+def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Array:
+    """The learned per-input function g(x) of a sumsq model, eval mode; x of shape [n]."""
+    g = Subnet(model.width, activation(model), model.dropout_hidden, False)
+    return g.apply({"params": params["subnet"]}, x[:, None])[:, 0]
+
+
+# ----------------------------------------------------------------------------- init schemes
+
+
+def _dense_layers(params: Params) -> list[tuple]:
+    """Paths of the Dense layers (those with a kernel), in a fixed order."""
+    flat = traverse_util.flatten_dict(params)
+    return sorted({path[:-1] for path in flat if path[-1] == "kernel"})
+
+
+def _draw(params: Params, key: jax.Array, draw_layer: Callable) -> Params:
+    flat = traverse_util.flatten_dict(params)
+    out = {}
+    for index, layer in enumerate(_dense_layers(params)):
+        kernel = flat[layer + ("kernel",)]
+        bias = flat[layer + ("bias",)]
+        kernel_key, bias_key = jax.random.split(jax.random.fold_in(key, index))
+        out[layer + ("kernel",)], out[layer + ("bias",)] = draw_layer(kernel_key, bias_key, kernel.shape, bias.shape, kernel.shape[0])
+    return traverse_util.unflatten_dict(out)
+
+
+def torch_default(params: Params, key: jax.Array) -> Params:
+    """nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)) for the weight, which is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias."""
+
+    def layer(kernel_key, bias_key, kernel_shape, bias_shape, fan_in):
+        bound = 1.0 / np.sqrt(fan_in)
+        return (
+            jax.random.uniform(kernel_key, kernel_shape, jnp.float32, -bound, bound),
+            jax.random.uniform(bias_key, bias_shape, jnp.float32, -bound, bound),
+        )
+
+    return _draw(params, key, layer)
+
+
+def he(params: Params, key: jax.Array) -> Params:
+    """kaiming_normal_(mode='fan_in', nonlinearity='relu'): N(0, 2/fan_in); biases zero."""
+
+    def layer(kernel_key, bias_key, kernel_shape, bias_shape, fan_in):
+        std = np.sqrt(2.0 / fan_in)
+        return std * jax.random.normal(kernel_key, kernel_shape, jnp.float32), jnp.zeros(bias_shape, jnp.float32)
+
+    return _draw(params, key, layer)
+
+
+def manual(model: SharedSubnet, task: SumsqTask) -> Params:
+    """The seed's hand-set values (PyTorch weight [out, in] -> Flax kernel [in, out])."""
+    values = model.manual
+    fc3 = np.broadcast_to(np.asarray(values.fc3_weight, np.float32), (task.n_inputs,))
+    f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731
+    return {
+        "subnet": {
+            "fc1": {"kernel": f32(values.fc1_weight)[None, :], "bias": f32(values.fc1_bias)},
+            "fc2": {"kernel": f32(values.fc2_weight)[:, None], "bias": f32([values.fc2_bias])},
+        },
+        "fc3": {"kernel": f32(fc3)[:, None], "bias": f32([values.fc3_bias])},
+    }
+
+
+def init_params(model: SharedSubnet | MLP, task, shapes: Params, init_index: jax.Array, key: jax.Array) -> Params:
+    """Parameters for scheme `model.init[init_index]` (a traced index: all of the group's
+    schemes are drawn and one is selected, so a vmapped group can mix schemes)."""
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    candidates = []
+    for scheme in model.init:
+        if scheme == "manual":
+            candidates.append(manual(model, task))
+        else:
+            candidates.append({"torch_default": torch_default, "he": he}[scheme](zeros, key))
+    if len(candidates) == 1:
+        return candidates[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)

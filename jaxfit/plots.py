@@ -1,0 +1,119 @@
+"""PNG plots of a finished run, drawn from its files (config, summary.json, history.npz,
+params.npz) so they can be redrawn without training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxfit import models, report, tasks  # noqa: E402
+from jaxfit.config import Config, SumsqTask  # noqa: E402
+
+
+def _sets(summary: dict) -> dict[str, np.ndarray]:
+    """Model indices of each set of models that differ only in seed, keyed by a label."""
+    columns = [c for c in report.coordinate_columns(summary["models"]) if c != "seed"]
+    out: dict[str, list[int]] = {}
+    for i, m in enumerate(summary["models"]):
+        out.setdefault(" ".join(f"{m[c]}" if c in ("group", "init") else f"{c}={m[c]}" for c in columns), []).append(i)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _save(fig, out: Path, name: str) -> None:
+    fig.tight_layout()
+    report.atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    plt.close(fig)
+
+
+def _band(ax, x, values, label, color):
+    """Median over seeds with a min-max band."""
+    with np.errstate(all="ignore"):
+        ax.plot(x, np.nanmedian(values, 0), color=color, label=label)
+        ax.fill_between(x, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.2, lw=0)
+
+
+def _params_of(tree: dict, index: int) -> dict:
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def _group_index(summary: dict, index: int) -> tuple[str, int]:
+    """(group name, position within the group) of model `index`."""
+    group = summary["models"][index]["group"]
+    return group, sum(1 for m in summary["models"][:index] if m["group"] == group)
+
+
+def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: bool) -> None:
+    sets = _sets(summary)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4), squeeze=False, sharey=True)
+    x = history[x_name]
+    for ax, (label, index) in zip(axes[0], sets.items()):
+        _band(ax, x, history["train_loss"][index], "train loss (train mode, as logged)", "C0")
+        _band(ax, x, history["val_loss"][index], "val loss (eval mode)", "C1")
+        if np.isfinite(history["train_eval_loss"][index]).any():
+            _band(ax, x, history["train_eval_loss"][index], "train-set loss (eval mode)", "C2")
+        ax.set_yscale("log")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(f"{label}: median and min-max over {len(index)} seeds", fontsize=9)
+        ax.set_xlabel(x_name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("MSE")
+    axes[0][0].legend(fontsize=8)
+    _save(fig, out, "loss_curves.png")
+
+
+# ----------------------------------------------------------------------------- sumsq
+
+
+def sumsq_plots(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
+    loss_curves(out, summary, history, "epoch", log_x=False)
+    task: SumsqTask = cfg.task
+    x, y = tasks.sumsq_dataset(task)
+    sample = np.random.default_rng(0).choice(task.n_train, min(2000, task.n_train), replace=False)
+    x, y = x[sample], y[sample, 0]
+    first_of_set = [index[0] for index in _sets(summary).values()]  # seed 0 of each set
+    groups = {g.name: g for g in cfg.groups}
+
+    fig, axes = plt.subplots(len(first_of_set), 2, figsize=(10, 4.2 * len(first_of_set)), squeeze=False)
+    fig2, axes2 = plt.subplots(1, len(first_of_set), figsize=(5.5 * len(first_of_set), 4), squeeze=False)
+    grid = np.linspace(task.low, task.high, 300, dtype=np.float32)
+    for row, index in enumerate(first_of_set):
+        entry = summary["models"][index]
+        group, position = _group_index(summary, index)
+        model = groups[group].model
+        module = models.build(model, task)
+        ax2 = axes2[0][row]
+        ax2.plot(grid, grid**2, "k--", lw=1, label="x²")
+        for col, (kind, when) in enumerate((("first", "after epoch 1"), ("last", f"after epoch {cfg.n_epochs}"))):
+            p = _params_of(report.load_params(params, group, kind), position)
+            pred = np.asarray(module.apply({"params": p}, x, train=False))[:, 0]
+            ax = axes[row][col]
+            ax.scatter(y, pred, s=3, alpha=0.4)
+            lo, hi = float(y.min()), float(y.max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+            mse = float(np.mean((pred - y) ** 2))
+            ax.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}, {when}: MSE {mse:.4g}", fontsize=9)
+            ax.set_xlabel("true y (training data)")
+            ax.set_ylabel("predicted y (eval mode)")
+            # The effective per-input function: mean_i(w3_i) * g(x) + b3 / n_inputs.
+            g = np.asarray(models.subnet_function(model, p, grid))
+            w3, b3 = np.asarray(p["fc3"]["kernel"])[:, 0], float(np.asarray(p["fc3"]["bias"])[0])
+            ax2.plot(grid, w3.mean() * g + b3 / task.n_inputs, label=f"{when}: mean(w3)·g(x) + b3/{task.n_inputs}")
+        ax2.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}: learned per-input function", fontsize=9)
+        ax2.set_xlabel("x")
+        ax2.legend(fontsize=7)
+        ax2.grid(alpha=0.3)
+    _save(fig, out, "pred_vs_true.png")
+    _save(fig2, out, "subnet.png")
+
+
+def draw_all(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
+    if isinstance(cfg.task, SumsqTask):
+        sumsq_plots(out, cfg, summary, history, params)
+    else:
+        loss_curves(out, summary, history, "step", log_x=True)

@@ -1,0 +1,232 @@
+"""What a run leaves in its folder, and the tables drawn from it.
+
+Files (each written atomically: temp file + rename):
+- `config.toml`: the resolved config; loads back to the same run.
+- `summary.json`: {"run": {...}, "models": [...]}, one entry per model, in the order of the
+  first axis of every `history.npz` array. Model keys (all tasks):
+    group, seed, init, <swept key: value>...   where the model sits
+    val_loss_init / loss_init                   eval-mode validation MSE before training (the
+                                                seeds' lossInit; loss_* are the seeds' names)
+    val_loss_final / loss_final                 ... at the end, or when the model stopped (lossFinl)
+    train_loss_final                            mean train-mode loss of the last interval trained
+    train_eval_loss_final                       eval-mode MSE on the training set (sumsq), else null
+    lr_final                                    learning rate of the last interval trained
+    val_loss_best, best_step, best_epoch        lowest validation loss after an interval, and when
+    steps                                       updates applied (the stop step, or the cap)
+    reached, stop_step                          val loss <= train.stop_loss, and at which step
+    diverged, diverged_step                     a non-finite loss or parameter froze the model
+- `history.npz`: `step`, `epoch` [n_logged] (steps / epochs done at each logged point);
+  `train_loss`, `val_loss`, `train_eval_loss`, `lr` [models, n_logged]; `val_loss_init` [models].
+  NaN where a model had stopped.
+- `params.npz`: "<group>/<last|best|first>/<layer>/<kernel|bias>" [models of the group, ...]
+  (Flax layout, kernel = PyTorch weight transposed); `first` is after the first interval.
+- `summary.md` (the printed table) and the PNG plots of `plots.py`.
+
+`python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from flax import traverse_util
+
+from jaxfit import config as config_lib
+from jaxfit import sweep, train
+
+
+def atomic_write(path: Path, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
+    """Write via a temp file in the same folder and rename, so no reader sees half a file."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb" if binary else "w") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _number(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def model_entries(cfg: config_lib.Config, result: sweep.Result) -> list[dict]:
+    entries = []
+    for group, state in zip(result.groups, result.states):
+        for i, label in enumerate(group.labels):
+            final = {k: _number(v[i]) for k, v in state.final.items()}
+            best_step = int(state.best_step[i])
+            entry = dict(label)
+            entry.update(
+                val_loss_init=_number(state.val_init[i]),
+                loss_init=_number(state.val_init[i]),
+                val_loss_final=final["val_loss"],
+                loss_final=final["val_loss"],
+                train_loss_final=final["train_loss"],
+                train_eval_loss_final=final["train_eval_loss"],
+                lr_final=final["lr"],
+                val_loss_best=_number(state.best_val[i]),
+                best_step=best_step if best_step >= 0 else None,
+                best_epoch=best_step // cfg.steps_per_epoch if best_step >= 0 else None,
+                steps=int(state.steps_done[i]),
+                reached=bool(state.stop_step[i] >= 0),
+                stop_step=int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
+                diverged=bool(state.diverged_step[i] >= 0),
+                diverged_step=int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
+            )
+            entries.append(entry)
+    return entries
+
+
+def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
+    import flax
+    import jax
+    import optax
+
+    device = jax.devices()[0]
+    return {
+        "name": cfg.name,
+        "jax_version": jax.__version__,
+        "flax_version": flax.__version__,
+        "optax_version": optax.__version__,
+        "platform": device.platform,
+        "device": getattr(device, "device_kind", str(device)),
+        "n_devices": jax.device_count(),
+        "n_models": sum(g.n_models for g in result.groups),
+        "steps": train.total_steps(cfg),
+        "steps_per_epoch": cfg.steps_per_epoch,
+        **{k: _number(v) for k, v in result.timing.items()},
+    }
+
+
+def history_arrays(cfg: config_lib.Config, result: sweep.Result) -> dict[str, np.ndarray]:
+    steps = train.interval_end_steps(cfg, result.logged)
+    arrays = {"step": steps, "epoch": steps / cfg.steps_per_epoch}
+    for name in train.METRICS:
+        arrays[name] = np.concatenate([np.asarray(s.history[name])[:, :-1] for s in result.states])
+    arrays["val_loss_init"] = np.concatenate([np.asarray(s.val_init) for s in result.states])
+    return arrays
+
+
+def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
+    out = {}
+    for group, state in zip(result.groups, result.states):
+        for kind in ("last", "best", "first"):
+            tree = {"last": state.params, "best": state.best_params, "first": state.first_params}[kind]
+            for path, value in traverse_util.flatten_dict(tree).items():
+                out["/".join((group.group.name, kind, *path))] = np.asarray(value)
+    return out
+
+
+def load_params(arrays: Any, group: str, kind: str) -> dict:
+    """The parameter tree of every model of `group` ([models, ...] leaves) from params.npz."""
+    prefix = f"{group}/{kind}/"
+    flat = {tuple(k[len(prefix):].split("/")): np.asarray(arrays[k]) for k in arrays.keys() if k.startswith(prefix)}
+    return traverse_util.unflatten_dict(flat)
+
+
+def write_run(out: Path, cfg: config_lib.Config, result: sweep.Result) -> str:
+    """Write every file of a run into `out`; return the summary table."""
+    summary = {"run": run_info(cfg, result), "models": model_entries(cfg, result)}
+    atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
+    atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=1))
+    atomic_write(out / "history.npz", lambda f: np.savez(f, **history_arrays(cfg, result)), binary=True)
+    atomic_write(out / "params.npz", lambda f: np.savez(f, **params_arrays(result)), binary=True)
+    return redraw(out)
+
+
+def redraw(out: Path) -> str:
+    """summary.md and plots from the files of a finished run."""
+    from jaxfit import plots
+
+    cfg = config_lib.load(str(out / "config.toml"))
+    summary = json.loads((out / "summary.json").read_text())
+    text = summary_markdown(cfg, summary)
+    atomic_write(out / "summary.md", lambda f: f.write(text))
+    with np.load(out / "history.npz") as history, np.load(out / "params.npz") as params:
+        plots.draw_all(out, cfg, summary, dict(history), params)
+    return text
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def coordinate_columns(models: list[dict]) -> list[str]:
+    """group, seed, init and the swept keys (those whose values differ)."""
+    fixed = ["group", "seed", "init"]
+    swept = [k for k in models[0] if "." in k and len({m[k] for m in models}) > 1]
+    return fixed + swept
+
+
+def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
+    """Per-model table and per-set medians (a set = the models that differ only in seed)."""
+    models, run = summary["models"], summary["run"]
+    coords = coordinate_columns(models)
+    metrics = ["val_loss_init", "train_loss_final", "val_loss_final", "train_eval_loss_final", "val_loss_best", "best_epoch", "steps"]
+    if cfg.train.stop_loss is not None:
+        metrics.append("reached")
+    metrics = [m for m in metrics if any(x.get(m) is not None for x in models)]
+    if any(x["diverged"] for x in models):
+        metrics += ["diverged", "diverged_step"]
+    sets: dict[tuple, list[dict]] = {}
+    for m in models:
+        sets.setdefault(tuple(m[c] for c in coords if c != "seed"), []).append(m)
+    rows = []
+    for key, members in sets.items():
+        row = dict(zip([c for c in coords if c != "seed"], key), n=len(members))
+        for metric in metrics:
+            values = [m[metric] for m in members if isinstance(m[metric], int | float) and not isinstance(m[metric], bool)]
+            if values:
+                row[metric] = float(np.median(values))
+        rows.append(row)
+    header = (
+        f"# {run['name']}: {run['n_models']} models, {run['steps']:,} steps each "
+        f"({run['steps_per_epoch']} per epoch)\n\n"
+        f"{run['device']} ({run['platform']}, {run['n_devices']} device(s)); jax {run['jax_version']}; "
+        f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s, {run['model_steps_per_s']:,.0f} model-steps/s\n"
+    )
+    per_set = "## Medians over seeds\n\n" + markdown_table(rows, [c for c in coords if c != "seed"] + ["n"] + [m for m in metrics if m != "reached"])
+    per_model = "## Every model\n\n" + markdown_table(models, coords + metrics)
+    return "\n".join([header, per_set, "", per_model, ""])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jaxfit.report", description="Redraw summary.md and plots of a finished run.")
+    parser.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    print(redraw(args.dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Training as a pure function of one model's coordinates (the PureJaxRL pattern).
+
+`make_train(cfg, group)` returns `init(coords, data)` and `run_chunk(state, coords, data,
+first_interval)` for ONE model; `sweep.py` vmaps them over the models of each group and jits
+every group of a run into one call. Nothing here touches files or the host.
+
+Time: steps (one optimiser update each) make epochs (sumsq: one pass over the shuffled training
+set, 900 steps; stepfit: one fresh batch, one step), and epochs make intervals of
+`train.eval_every` epochs. One interval = train its epochs, then evaluate in eval mode, check
+the stop threshold, keep the best parameters, write the history. A model is *active* until it
+reaches `train.stop_loss` or diverges (a non-finite loss or parameter: that update is dropped
+and the model frozen); an inactive model's state no longer changes.
+
+Randomness: a model's keys fold in the run seed and its seed index only, so models that differ
+in init scheme or a swept number see the same batches and dropout masks, and a model's numbers
+do not depend on which models run beside it. Per-step keys fold in the global step, so a chunk
+boundary never changes a result.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxfit import models, optim, tasks
+from jaxfit.config import Config, Group
+
+DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
+METRICS = ("train_loss", "val_loss", "train_eval_loss", "lr")
+
+
+class Coords(NamedTuple):
+    """Where a model sits in its group: seed index, init scheme index, swept numbers."""
+
+    seed_index: jax.Array  # int32
+    init_index: jax.Array  # int32
+    hp: dict[str, jax.Array]  # float32, keyed 'optim.lr', 'schedule.max_lr', ...
+
+
+@struct.dataclass
+class ModelState:
+    params: Any
+    opt_state: Any
+    first_params: Any  # after the first interval (the seed's "after epoch 1" plots)
+    best_params: Any  # lowest validation loss after an interval (the seed's ModelCheckpoint)
+    best_val: jax.Array
+    best_step: jax.Array
+    val_init: jax.Array  # validation loss before training (the seed's lossInit)
+    active: jax.Array  # bool: still training
+    steps_done: jax.Array  # updates applied
+    stop_step: jax.Array  # steps done when val loss first <= stop_loss; -1 if never
+    diverged_step: jax.Array  # step whose update was non-finite; -1 if never
+    final: dict[str, jax.Array]  # METRICS of the last interval the model trained in
+    history: dict[str, jax.Array]  # METRICS at the logged intervals, [n_logged + 1] (last slot: scratch)
+
+
+def doprint_steps(last: int) -> list[int]:
+    """The steps the stepfit seed prints (its doPrint): 0, 1, 2, 5, 10, 30, 100, 300, ...,
+    30000, 100000, then every 100000."""
+    steps = [0, 1, 2, 5, 10]
+    power = 10
+    while power <= last:
+        multiples = (1, 3) if power < 100_000 else range(1, 10)
+        steps += [m * power for m in multiples]
+        power *= 10
+    return sorted(s for s in set(steps) if s <= last)
+
+
+def logged_intervals(cfg: Config) -> np.ndarray:
+    """Intervals whose metrics go into the history: all of them for runs of up to 1000
+    intervals (sumsq: every epoch); else those ending at one of the seed's doPrint steps or on
+    a log-spaced grid of 200 steps, and the last one. Nothing is stored per step."""
+    n = cfg.n_intervals
+    if n <= 1000:
+        return np.arange(n)
+    steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
+    total = total_steps(cfg)
+    wanted = set(doprint_steps(total)) | set(np.unique(np.geomspace(1, total, 200).astype(np.int64)).tolist())
+    ends = np.minimum((np.arange(n) + 1) * steps_per_interval, total)
+    return np.flatnonzero(np.isin(ends, sorted(wanted)) | (np.arange(n) == n - 1))
+
+
+def total_steps(cfg: Config) -> int:
+    return cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * cfg.steps_per_epoch
+
+
+def interval_end_steps(cfg: Config, intervals: np.ndarray) -> np.ndarray:
+    """Steps done at the end of each given interval (the x axis of the history)."""
+    return np.minimum((np.asarray(intervals) + 1) * cfg.steps_per_epoch * cfg.train.eval_every, total_steps(cfg))
+
+
+def model_keys(seed: int, seed_index: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(data, dropout, init) keys of a model: functions of the run seed and seed index only."""
+    key = jax.random.fold_in(jax.random.key(seed), seed_index)
+    return tuple(jax.random.fold_in(key, stream) for stream in (DATA_STREAM, DROPOUT_STREAM, INIT_STREAM))
+
+
+def fixed_order_sum(values: jax.Array) -> jax.Array:
+    """Sum over the last axis by pairwise halving (zero-padded to a power of two): elementwise
+    adds in an order fixed by the shape alone. XLA's own reductions may associate differently
+    with the number of vmapped models, and a model's numbers must not depend on its neighbours."""
+    n = values.shape[-1]
+    width = 1 << max(n - 1, 0).bit_length()
+    values = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, width - n)])
+    while values.shape[-1] > 1:
+        half = values.shape[-1] // 2
+        values = values[..., :half] + values[..., half:]
+    return values[..., 0]
+
+
+def mse(module, params, eval_set: tasks.EvalSet) -> jax.Array:
+    """Eval-mode mean squared error over an eval set, one chunk at a time."""
+
+    def chunk(total, xs):
+        x, y, weight = xs
+        pred = module.apply({"params": params}, x, train=False)
+        return total + fixed_order_sum(weight * fixed_order_sum((pred - y) ** 2)), None
+
+    total, _ = jax.lax.scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
+    return total / fixed_order_sum(eval_set.weight.reshape(-1))  # a count: exact in float32
+
+
+def _where(condition: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
+    """Build (init, run_chunk) for one model of `group`; see the module docstring."""
+    task, train = cfg.task, cfg.train
+    module = models.build(group.model, task)
+    shapes = models.template(module, task)
+    steps_per_epoch = cfg.steps_per_epoch
+    n_steps = total_steps(cfg)
+    n_intervals = cfg.n_intervals
+    chunk = chunk_intervals(cfg)
+    logged = jnp.asarray(logged_intervals(cfg), jnp.int32)
+    n_logged = int(logged.shape[0])
+    stop_loss = train.stop_loss
+    nan = jnp.float32(jnp.nan)
+
+    def evaluate(params, data) -> dict[str, jax.Array]:
+        return {name: mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
+
+    def metrics(train_loss, evals, lr) -> dict[str, jax.Array]:
+        return {"train_loss": train_loss, "val_loss": evals["val"], "train_eval_loss": evals.get("train", nan), "lr": lr}
+
+    def init(coords: Coords, data) -> ModelState:
+        _, _, init_key = model_keys(cfg.seed, coords.seed_index)
+        params = models.init_params(group.model, task, shapes, coords.init_index, init_key)
+        opt_state = optim.direction(group.optim, coords.hp).init(params)
+        val_init = evaluate(params, data)["val"]
+        reached = (val_init <= stop_loss) if stop_loss is not None else jnp.bool_(False)
+        lr0 = optim.learning_rate(group.schedule, coords.hp, jnp.int32(0), steps_per_epoch)
+        return ModelState(
+            params=params,
+            opt_state=opt_state,
+            first_params=params,
+            best_params=params,
+            best_val=jnp.float32(jnp.inf),
+            best_step=jnp.int32(-1),
+            val_init=val_init,
+            active=~reached,
+            steps_done=jnp.int32(0),
+            stop_step=jnp.where(reached, 0, -1).astype(jnp.int32),
+            diverged_step=jnp.int32(-1),
+            final={"train_loss": nan, "val_loss": val_init, "train_eval_loss": nan, "lr": lr0},
+            history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in METRICS},
+        )
+
+    def run_interval(state: ModelState, interval: jax.Array, coords: Coords, data) -> ModelState:
+        data_key, dropout_key, _ = model_keys(cfg.seed, coords.seed_index)
+        tx = optim.direction(group.optim, coords.hp)
+
+        def loss_fn(params, x, y, step):
+            key = jax.random.fold_in(dropout_key, step)
+            pred = module.apply({"params": params}, x, train=True, rngs={"dropout": key})
+            return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
+
+        def train_step(carry, step_in_epoch, epoch, order):
+            params, opt_state, active, steps_done, diverged_step, loss_sum = carry
+            step = epoch * steps_per_epoch + step_in_epoch
+            x, y = tasks.train_batch(task, data, order, data_key, step, step_in_epoch, train.batch_size)
+            loss, grads = jax.value_and_grad(loss_fn)(params, x, y, step)
+            lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
+            direction, new_opt_state = tx.update(grads, opt_state, params)
+            new_params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
+            live = active & (step < n_steps)
+            update = live & finite
+            params, opt_state = _where(update, (new_params, new_opt_state), (params, opt_state))
+            diverged_step = jnp.where(live & ~finite, step, diverged_step)
+            carry = (params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0))
+            return carry, None
+
+        def train_epoch(carry, epoch):
+            order = tasks.epoch_order(task, data, data_key, epoch)
+            step_fn = lambda c, i: train_step(c, i, epoch, order)  # noqa: E731
+            carry, _ = jax.lax.scan(step_fn, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32))
+            return carry, None
+
+        epochs = interval * train.eval_every + jnp.arange(train.eval_every, dtype=jnp.int32)
+        carry = (state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
+        (params, opt_state, active, steps_done, diverged_step, loss_sum), _ = jax.lax.scan(train_epoch, carry, epochs)
+
+        trained = steps_done > state.steps_done  # this interval moved the model
+        first_step = interval * train.eval_every * steps_per_epoch
+        lr = optim.learning_rate(group.schedule, coords.hp, first_step, steps_per_epoch)
+        evals = evaluate(params, data)
+        train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
+        record = metrics(train_loss, evals, lr)
+
+        reached = active & (evals["val"] <= stop_loss) if stop_loss is not None else jnp.bool_(False)
+        better = trained & (evals["val"] < state.best_val)
+        slot = jnp.searchsorted(logged, interval)
+        slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
+        history = {name: state.history[name].at[slot].set(jnp.where(trained, record[name], nan)) for name in METRICS}
+        return ModelState(
+            params=params,
+            opt_state=opt_state,
+            first_params=_where(interval == 0, params, state.first_params),
+            best_params=_where(better, params, state.best_params),
+            best_val=jnp.where(better, evals["val"], state.best_val),
+            best_step=jnp.where(better, steps_done, state.best_step),
+            val_init=state.val_init,
+            active=active & ~reached,
+            steps_done=steps_done,
+            stop_step=jnp.where(reached, steps_done, state.stop_step),
+            diverged_step=diverged_step,
+            final=_where(trained, record, state.final),
+            history=history,
+        )
+
+    def run_chunk(state: ModelState, coords: Coords, data, first_interval: jax.Array) -> ModelState:
+        """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
+        body = lambda s, k: (run_interval(s, k, coords, data), None)  # noqa: E731
+        state, _ = jax.lax.scan(body, state, first_interval + jnp.arange(chunk, dtype=jnp.int32))
+        return state
+
+    return init, run_chunk
+
+
+def chunk_intervals(cfg: Config) -> int:
+    """Intervals per compiled chunk: `train.chunk_epochs`, else about a hundredth of the run."""
+    if cfg.train.chunk_epochs is not None:
+        return max(1, cfg.train.chunk_epochs // cfg.train.eval_every)
+    return max(1, -(-cfg.n_intervals // 100))

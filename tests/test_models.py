@@ -1,0 +1,94 @@
+"""Model shapes, the seed's manual init, and train vs eval mode."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit import config, models, train
+
+SEED_FC1_W = [0.1, -0.1, 0.5, -0.5, 0.6, -0.6, 1.5, -1.5, 3.9, -3.9, 2.0, -2.0, 5.0, 1.0]
+SEED_FC1_B = [0, 0, -0.05, -0.05, -0.24, -0.24, -1.35, -1.35, -8.58, -8.58, -7.8, -7.8, -27.5, -7.1]
+
+
+def seed_subnet(x):
+    """The seed's hand-made g(x) = fc2(relu(fc1 x)), written out in numpy float64."""
+    hidden = np.maximum(np.outer(x, SEED_FC1_W) + np.asarray(SEED_FC1_B), 0)
+    return hidden.sum(axis=1) + 0.01
+
+
+def sumsq_params(cfg, init="manual", key=0):
+    group = cfg.groups[0]
+    module = models.build(group.model, cfg.task)
+    index = group.model.init.index(init)
+    return module, models.init_params(group.model, cfg.task, models.template(module, cfg.task), jnp.int32(index), jax.random.key(key))
+
+
+def test_shapes():
+    cfg = config.load("sumsq")
+    module, params = sumsq_params(cfg)
+    shapes = jax.tree.map(jnp.shape, params)
+    assert shapes == {"subnet": {"fc1": {"kernel": (1, 14), "bias": (14,)}, "fc2": {"kernel": (14, 1), "bias": (1,)}},
+                      "fc3": {"kernel": (64, 1), "bias": (1,)}}
+    assert module.apply({"params": params}, jnp.zeros((5, 64)), train=False).shape == (5, 1)
+    stepfit = config.load("stepfit")
+    for group, width in zip(stepfit.groups, (1, 8)):
+        module = models.build(group.model, stepfit.task)
+        p = models.init_params(group.model, stepfit.task, models.template(module, stepfit.task), jnp.int32(0), jax.random.key(0))
+        assert p["fc1"]["kernel"].shape == (1, width) and p["fc2"]["kernel"].shape == (width, 1)
+        assert module.apply({"params": p}, jnp.zeros((7, 1)), train=False).shape == (7, 1)
+
+
+def test_manual_init_is_the_seeds_14_relu_function():
+    cfg = config.load("sumsq")
+    module, params = sumsq_params(cfg)
+    x = np.linspace(-5, 8, 1001).astype(np.float32)
+    g = np.asarray(models.subnet_function(cfg.groups[0].model, params, jnp.asarray(x)))
+    np.testing.assert_allclose(g, seed_subnet(x.astype(np.float64)), rtol=1e-5, atol=1e-4)
+    inputs = np.random.default_rng(0).uniform(-5, 8, (50, 64)).astype(np.float32)
+    expected = seed_subnet(inputs.ravel().astype(np.float64)).reshape(50, 64).sum(1) - 0.01
+    out = np.asarray(module.apply({"params": params}, inputs, train=False))[:, 0]
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    # and it is "near optimal": close to sum(x^2)
+    assert np.abs(out - (inputs.astype(np.float64) ** 2).sum(1)).max() / (inputs**2).sum(1).mean() < 0.05
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not():
+    cfg = config.load("sumsq")
+    module, params = sumsq_params(cfg)
+    x = jnp.asarray(np.random.default_rng(1).uniform(-5, 8, (32, 64)).astype(np.float32))
+    eval_a = module.apply({"params": params}, x, train=False)
+    eval_b = module.apply({"params": params}, x, train=False, rngs={"dropout": jax.random.key(9)})
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
+    train_b = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
+    train_a2 = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
+    assert not np.allclose(train_a, train_b) and not np.allclose(train_a, eval_a)
+    np.testing.assert_array_equal(train_a, train_a2)
+
+
+def test_dropout_masks_differ_across_the_64_shared_subnets():
+    """Flax vmap splits the dropout key per input: the 64 copies of the subnet must not share
+    one mask. With dropout only on the hidden layer and identical inputs, the 64 subnet outputs
+    would all be equal if the masks were shared."""
+    cfg = config.load("sumsq", ["model.dropout_inputs=0", "model.dropout_outputs=0", "model.dropout_hidden=0.5"])
+    model = cfg.groups[0].model
+    module, params = sumsq_params(cfg)
+    params = {**params, "fc3": {"kernel": jnp.eye(64)[:, :1], "bias": jnp.zeros(1)}}
+    sub = models.Subnet(model.width, models.activation(model), model.dropout_hidden, True)
+    x = jnp.full((1, 64, 1), 7.0)
+    wrapped = jax.vmap(lambda xi, k: sub.apply({"params": params["subnet"]}, xi, rngs={"dropout": k}), in_axes=(1, 0))
+    per_input = wrapped(x, jax.random.split(jax.random.key(0), 64))
+    assert len(np.unique(np.round(np.asarray(per_input), 4))) > 5  # sanity of the reference
+    # through the real module: take the gradient of the output w.r.t. fc3's kernel = the 64 subnet outputs
+    grads = jax.grad(lambda p: module.apply({"params": p}, x[..., 0], train=True, rngs={"dropout": jax.random.key(3)}).sum())(params)
+    assert len(np.unique(np.round(np.asarray(grads["fc3"]["kernel"]), 4))) > 5
+
+
+def test_keys_depend_on_seed_index_only():
+    a = train.model_keys(350, jnp.int32(3))
+    b = train.model_keys(350, jnp.int32(3))
+    c = train.model_keys(350, jnp.int32(4))
+    for x, y, z in zip(a, b, c):
+        np.testing.assert_array_equal(jax.random.key_data(x), jax.random.key_data(y))
+        assert not np.array_equal(jax.random.key_data(x), jax.random.key_data(z))

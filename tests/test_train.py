@@ -1,0 +1,104 @@
+"""Training behaviour on small configs: learning happens, models are independent of their
+neighbours, init schemes are paired, and a run leaves the files its contract promises."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from jaxfit import run
+from tests.conftest import run_small
+
+
+def model_arrays(result, group_name, label):
+    """Every per-model array of the model with `label` in group `group_name`."""
+    for group, state in zip(result.groups, result.states):
+        if group.group.name == group_name:
+            index = [i for i, l in enumerate(group.labels) if all(l[k] == v for k, v in label.items())]
+            assert len(index) == 1, (label, group.labels)
+            return {k: np.asarray(v)[index[0]] for k, v in
+                    {**state.history, **state.final, "val_init": state.val_init, "steps": state.steps_done,
+                     "kernel": state.params["fc3"]["kernel"] if "fc3" in state.params else state.params["fc2"]["kernel"]}.items()}
+    raise AssertionError(group_name)
+
+
+def test_loss_goes_down_without_dropout():
+    result = run_small("sumsq", "model.dropout_inputs=0", "model.dropout_hidden=0", "model.dropout_outputs=0",
+                       "model.init=torch_default", "optim.lr=0.01", "train.epochs=20")
+    state = result.states[0]
+    val = np.asarray(state.history["val_loss"])[:, :-1]
+    assert np.all(val[:, -1] < 0.2 * np.asarray(state.val_init)), (val[:, -1], state.val_init)
+    assert np.all(np.asarray(state.history["train_loss"])[:, 19] < np.asarray(state.history["train_loss"])[:, 0])
+
+
+def assert_same_model(a: dict, b: dict) -> None:
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_model_does_not_depend_on_its_neighbours(sumsq_result):
+    """Model (seed 0, he) run alone == the same model among 2 seeds x {manual, he} == among
+    5 seeds x {manual, he}: every logged number and the final parameters, bit for bit."""
+    alone = run_small("sumsq", "model.init=he", "sweep.n_seeds=1")
+    more = run_small("sumsq", "sweep.n_seeds=5")
+    label = {"seed": 0, "init": "he"}
+    reference = model_arrays(sumsq_result, "main", label)
+    assert_same_model(reference, model_arrays(alone, "main", label))
+    assert_same_model(reference, model_arrays(more, "main", label))
+
+
+def test_a_stepfit_model_does_not_depend_on_its_neighbours():
+    alone, more = run_small("stepfit", "sweep.n_seeds=1"), run_small("stepfit", "sweep.n_seeds=4")
+    for group in ("narrow", "wide"):
+        assert_same_model(model_arrays(alone, group, {"seed": 0}), model_arrays(more, group, {"seed": 0}))
+
+
+def test_init_schemes_are_paired_on_the_same_batches_and_masks(sumsq_result):
+    """Models differing only in init scheme share data order and dropout masks: swapping the
+    scheme order (so each scheme gets the other's index) changes nothing, and a he model's
+    numbers are the same whether or not a manual model runs beside it (previous test). Seeds
+    do differ: different seeds give different results from the same manual init."""
+    swapped = run_small("sumsq", 'model.init=["he", "manual"]')
+    for init in ("manual", "he"):
+        for seed in (0, 1):
+            a = model_arrays(sumsq_result, "main", {"seed": seed, "init": init})
+            b = model_arrays(swapped, "main", {"seed": seed, "init": init})
+            np.testing.assert_array_equal(a["val_loss"], b["val_loss"])
+    seed0 = model_arrays(sumsq_result, "main", {"seed": 0, "init": "manual"})
+    seed1 = model_arrays(sumsq_result, "main", {"seed": 1, "init": "manual"})
+    assert seed0["val_init"] == seed1["val_init"] and not np.array_equal(seed0["val_loss"], seed1["val_loss"])
+
+
+def test_chunk_size_does_not_change_results(sumsq_result):
+    other = run_small("sumsq", "train.chunk_epochs=2")
+    for a, b in zip(sumsq_result.states, other.states):
+        for name in a.history:
+            np.testing.assert_array_equal(a.history[name], b.history[name])
+
+
+def test_a_run_writes_its_contract(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run.main(["--config", "sumsq", "--set", "task.n_samples=1100", "--set", "task.n_train=1000",
+                     "--set", "train.epochs=2", "--set", "sweep.n_seeds=2", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert {"config.toml", "summary.json", "summary.md", "history.npz", "params.npz",
+            "loss_curves.png", "pred_vs_true.png", "subnet.png"} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"jax_version", "device", "n_devices", "compile_s", "run_s", "model_steps_per_s"} <= set(summary["run"])
+    models = summary["models"]
+    assert [(m["seed"], m["init"]) for m in models] == [(0, "manual"), (1, "manual"), (0, "he"), (1, "he")]
+    for m in models:
+        assert {"group", "seed", "init", "train_loss_final", "val_loss_final", "val_loss_best", "best_epoch",
+                "loss_init", "loss_final", "steps", "reached"} <= set(m)
+        assert m["steps"] == 20 and m["best_epoch"] in (1, 2)
+    with np.load(out / "history.npz") as history:
+        for name in ("train_loss", "val_loss", "train_eval_loss", "lr"):
+            assert history[name].shape == (4, 2)
+        np.testing.assert_allclose(history["lr"], 1e-4)
+        np.testing.assert_allclose(history["val_loss"][:, -1], [m["val_loss_final"] for m in models], rtol=1e-6)
+        assert list(history["epoch"]) == [1, 2]
+    assert (out / "summary.md").read_text() in printed
+    with np.load(out / "params.npz") as params:
+        assert params["main/last/subnet/fc1/kernel"].shape == (4, 1, 14)
+        np.testing.assert_allclose(params["main/first/fc3/kernel"][0, :, 0], 1.0, atol=0.05)  # manual after 1 epoch
