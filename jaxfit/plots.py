@@ -18,10 +18,10 @@ from jaxfit.config import Config, SumsqTask  # noqa: E402
 def _sets(summary: dict) -> dict[str, np.ndarray]:
     """Model indices of each set of models that differ only in seed, keyed by a label."""
     columns = [c for c in report.coordinate_columns(summary["models"]) if c != "seed"]
-    out: dict[str, list[int]] = {}
-    for i, m in enumerate(summary["models"]):
-        out.setdefault(" ".join(f"{m[c]}" if c in ("group", "init") else f"{c}={m[c]}" for c in columns), []).append(i)
-    return {k: np.asarray(v) for k, v in out.items()}
+    return {
+        " ".join(str(v) if c in ("group", "init") else f"{c}={v}" for c, v in zip(columns, key)): np.asarray(index)
+        for key, index in report.model_sets(summary["models"]).items()
+    }
 
 
 def _save(fig, out: Path, name: str) -> None:
@@ -112,8 +112,63 @@ def sumsq_plots(out: Path, cfg: Config, summary: dict, history: dict, params) ->
     _save(fig2, out, "subnet.png")
 
 
+# ----------------------------------------------------------------------------- stepfit
+
+
+def stepfit_plots(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
+    loss_curves(out, summary, history, "step", log_x=True)
+    sets = _sets(summary)
+    models_ = summary["models"]
+    stop_loss = cfg.train.stop_loss
+    groups = {g.name: g for g in cfg.groups}
+
+    # validation loss of every model, log-log, one panel per set
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False, sharey=True)
+    steps = np.concatenate([[1], history["step"]])  # step 0 (lossInit) drawn at 1 on a log axis
+    for ax, (label, index) in zip(axes[0], sets.items()):
+        for i in index:
+            values = np.concatenate([[history["val_loss_init"][i]], history["val_loss"][i]])
+            line, = ax.plot(steps, values, lw=0.8, alpha=0.7)
+            if models_[i]["reached"]:
+                ax.plot(max(models_[i]["steps"], 1), models_[i]["loss_final"], "o", ms=3, color=line.get_color())
+        if stop_loss is not None:
+            ax.axhline(stop_loss, color="k", ls="--", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="step", title=f"{label}: {len(index)} models")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation loss (eval mode, 5001-point grid)")
+    _save(fig, out, "val_loss.png")
+
+    # histogram of final losses, one panel per set
+    finals = np.asarray([m["loss_final"] for m in models_], float)
+    bins = np.geomspace(max(np.nanmin(finals), 1e-6) / 1.2, np.nanmax(finals) * 1.2, 40)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.5), squeeze=False, sharex=True)
+    for ax, (label, index) in zip(axes[0], sets.items()):
+        ax.hist(finals[index], bins=bins)
+        for centre, count in report.clusters(list(finals[index])):
+            ax.annotate(f"{centre:.4g} ×{count}", (centre, count), fontsize=7, ha="center", va="bottom")
+        ax.set(xscale="log", xlabel="final validation loss", ylabel="models", title=label)
+    _save(fig, out, "final_loss_hist.png")
+
+    # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False, sharey=True)
+    x = np.linspace(0, 1, 2001, dtype=np.float32)[:, None]
+    for ax, (label, index) in zip(axes[0], sets.items()):
+        ax.plot(x[:, 0], tasks.step_target(cfg.task, x)[:, 0], "k--", lw=1, label="target")
+        chosen = [i for i in index if models_[i]["reached"]][:2] + [i for i in index if not models_[i]["reached"]][:2]
+        for i in chosen:
+            group, position = _group_index(summary, i)
+            module = models.build(groups[group].model, cfg.task)
+            p = _params_of(report.load_params(params, group, "last"), position)
+            y = np.asarray(module.apply({"params": p}, x, train=False))[:, 0]
+            ax.plot(x[:, 0], y, lw=1.2, label=f"seed {models_[i]['seed']}: loss {models_[i]['loss_final']:.4g}")
+        ax.set(xlabel="x", title=f"{label}: fitted functions")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    _save(fig, out, "fitted.png")
+
+
 def draw_all(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
     if isinstance(cfg.task, SumsqTask):
         sumsq_plots(out, cfg, summary, history, params)
     else:
-        loss_curves(out, summary, history, "step", log_x=True)
+        stepfit_plots(out, cfg, summary, history, params)

@@ -189,36 +189,88 @@ def coordinate_columns(models: list[dict]) -> list[str]:
     return fixed + swept
 
 
-def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
-    """Per-model table and per-set medians (a set = the models that differ only in seed)."""
-    models, run = summary["models"], summary["run"]
-    coords = coordinate_columns(models)
-    metrics = ["val_loss_init", "train_loss_final", "val_loss_final", "train_eval_loss_final", "val_loss_best", "best_epoch", "steps"]
-    if cfg.train.stop_loss is not None:
-        metrics.append("reached")
-    metrics = [m for m in metrics if any(x.get(m) is not None for x in models)]
-    if any(x["diverged"] for x in models):
-        metrics += ["diverged", "diverged_step"]
-    sets: dict[tuple, list[dict]] = {}
-    for m in models:
-        sets.setdefault(tuple(m[c] for c in coords if c != "seed"), []).append(m)
+def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
+    """Indices of the models that differ only in seed, keyed by their other coordinates."""
+    columns = [c for c in coordinate_columns(models) if c != "seed"]
+    sets: dict[tuple, list[int]] = {}
+    for i, m in enumerate(models):
+        sets.setdefault(tuple(m[c] for c in columns), []).append(i)
+    return sets
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, int]]:
+    """Group values that lie within `tolerance` (relative) of their sorted neighbour; return
+    (median, count) of each group, most populous first."""
+    values = sorted(v for v in values if v is not None and v > 0)
+    groups: list[list[float]] = []
+    for v in values:
+        if groups and v <= groups[-1][-1] * (1 + tolerance):
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return sorted(((float(np.median(g)), len(g)) for g in groups), key=lambda c: -c[1])
+
+
+def set_rows(models: list[dict], metrics: list[str], stop_loss: float | None) -> list[dict]:
+    """One row per set of models differing only in seed: success rate, steps, loss clusters, medians."""
+    columns = [c for c in coordinate_columns(models) if c != "seed"]
     rows = []
-    for key, members in sets.items():
-        row = dict(zip([c for c in coords if c != "seed"], key), n=len(members))
+    for key, index in model_sets(models).items():
+        members = [models[i] for i in index]
+        row = dict(zip(columns, key), n=len(members))
+        if stop_loss is not None:
+            reached = [m for m in members if m["reached"]]
+            low, high = wilson_interval(len(reached), len(members))
+            row["reached"] = f"{len(reached)}/{len(members)} [{low:.2f}, {high:.2f}]"
+            steps = [m["steps"] for m in reached]
+            row["steps to threshold"] = f"{np.median(steps):,.0f} [{min(steps):,}–{max(steps):,}]" if steps else "-"
+            row["final-loss clusters"] = ", ".join(f"{c:.4g} ×{k}" for c, k in clusters([m["loss_final"] for m in members]))
         for metric in metrics:
             values = [m[metric] for m in members if isinstance(m[metric], int | float) and not isinstance(m[metric], bool)]
             if values:
-                row[metric] = float(np.median(values))
+                row[f"median {metric}"] = float(np.median(values))
         rows.append(row)
+    return rows
+
+
+def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
+    """Per-set table (success rates with Wilson 95% intervals where there is a stop loss) and
+    the per-model table (the stepfit seed's lossInit / lossFinl / epochs columns, or sumsq's)."""
+    models, run = summary["models"], summary["run"]
+    coords = coordinate_columns(models)
+    stop_loss = cfg.train.stop_loss
+    if stop_loss is not None:
+        metrics = ["loss_init", "loss_final", "steps", "reached", "train_loss_final", "lr_final"]
+        medians = ["loss_final"]
+    else:
+        metrics = ["val_loss_init", "train_loss_final", "val_loss_final", "train_eval_loss_final", "val_loss_best", "best_epoch", "steps"]
+        medians = [m for m in metrics if m not in ("steps", "best_epoch")]
+    metrics = [m for m in metrics if any(x.get(m) is not None for x in models)]
+    if any(x["diverged"] for x in models):
+        metrics += ["diverged", "diverged_step"]
     header = (
-        f"# {run['name']}: {run['n_models']} models, {run['steps']:,} steps each "
+        f"# {run['name']}: {run['n_models']} models, up to {run['steps']:,} steps each "
         f"({run['steps_per_epoch']} per epoch)\n\n"
         f"{run['device']} ({run['platform']}, {run['n_devices']} device(s)); jax {run['jax_version']}; "
-        f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s, {run['model_steps_per_s']:,.0f} model-steps/s\n"
+        f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s for {run['steps_run']:,} steps, "
+        f"{run['model_steps_per_s']:,.0f} model-steps/s\n"
     )
-    per_set = "## Medians over seeds\n\n" + markdown_table(rows, [c for c in coords if c != "seed"] + ["n"] + [m for m in metrics if m != "reached"])
+    rows = set_rows(models, medians, stop_loss)
+    title = "## Per group (models that differ only in seed)"
+    if stop_loss is not None:
+        title += f"\n\nreached: validation loss <= {stop_loss:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
     per_model = "## Every model\n\n" + markdown_table(models, coords + metrics)
-    return "\n".join([header, per_set, "", per_model, ""])
+    return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", per_model, ""])
 
 
 def main(argv: list[str] | None = None) -> None:

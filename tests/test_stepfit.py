@@ -1,0 +1,109 @@
+"""stepfit: early stopping per model, several groups of different shapes in one call, sweeps
+as model axes, and the report's statistics."""
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+import tomli_w
+
+from jaxfit import config, report, run, sweep, train
+from tests.conftest import small
+from tests.test_train import assert_same_model, model_arrays
+
+
+@pytest.fixture(scope="module")
+def stopped():
+    """300 steps with a loose threshold, so that some models stop early and some do not."""
+    return sweep.run(small("stepfit", "train.stop_loss=0.07", "sweep.n_seeds=6"), quiet=True)
+
+
+def test_early_stopping_freezes_exactly_the_models_that_hit_the_threshold(stopped):
+    reached_any = not_reached_any = False
+    for group, state in zip(stopped.groups, stopped.states):
+        history = np.asarray(state.history["val_loss"])[:, :-1]
+        for i in range(group.n_models):
+            stop = int(state.stop_step[i])
+            if stop >= 0:
+                reached_any = True
+                assert int(state.steps_done[i]) == stop and state.final["val_loss"][i] <= 0.07
+                # the logged val loss is above the threshold before the stop, NaN (frozen) after it
+                steps = np.arange(1, history.shape[1] + 1)
+                assert np.all(history[i][steps < stop] > 0.07) and np.all(np.isnan(history[i][steps > stop]))
+            else:
+                not_reached_any = True
+                assert int(state.steps_done[i]) == 300 and np.all(np.asarray(state.history["val_loss"])[i, :-1] > 0.07)
+    assert reached_any and not_reached_any  # the fixture exercises both cases
+
+
+def test_a_stopped_model_keeps_the_parameters_of_its_stop_step(stopped):
+    """Re-train without a threshold for exactly a stopped model's stop step: same parameters."""
+    group_index, model = next((g, i) for g, s in enumerate(stopped.states) for i in range(len(s.stop_step)) if s.stop_step[i] > 0)
+    state = stopped.states[group_index]
+    again = sweep.run(small("stepfit", f"train.steps={int(state.stop_step[model])}", "sweep.n_seeds=6"), quiet=True)
+    redo = again.states[group_index]
+    for layer in ("fc1", "fc2"):
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_array_equal(np.asarray(state.params[layer][leaf])[model], np.asarray(redo.params[layer][leaf])[model])
+
+
+def write_one_group(tmp_path, name):
+    """The small stepfit config with only group `name`, as a file."""
+    raw = config.to_dict(small("stepfit"))
+    raw["groups"] = {name: raw["groups"][name]}
+    path = tmp_path / f"{name}.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def test_groups_of_different_shapes_in_one_call_equal_each_group_alone(tmp_path):
+    together = sweep.run(small("stepfit"), quiet=True)
+    for name in ("narrow", "wide"):
+        alone = sweep.run(config.load(str(write_one_group(tmp_path, name))), quiet=True)
+        for seed in range(3):
+            assert_same_model(model_arrays(together, name, {"seed": seed}), model_arrays(alone, name, {"seed": seed}))
+
+
+def test_a_list_is_a_vmapped_sweep_axis():
+    cfg = small("stepfit", "groups.narrow.optim.lr=[0.05, 0.1, 0.2]", "sweep.n_seeds=2")
+    result = sweep.run(cfg, quiet=True)
+    narrow = result.groups[0]
+    assert [(l["optim.lr"], l["seed"]) for l in narrow.labels] == [(0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]
+    np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), [0.05, 0.05, 0.1, 0.1, 0.2, 0.2])
+    # lr 0.1 models equal the unswept run's models: a swept number does not touch keys or batches
+    plain = sweep.run(small("stepfit", "sweep.n_seeds=2"), quiet=True)
+    for seed in range(2):
+        assert_same_model(model_arrays(result, "narrow", {"seed": seed, "optim.lr": 0.1}), model_arrays(plain, "narrow", {"seed": seed}))
+
+
+def test_ablation_config_runs_four_groups_in_one_call(tmp_path, capsys):
+    out = tmp_path / "abl"
+    assert run.main(["--config", "stepfit_ablation", "--set", "train.steps=200", "--set", "sweep.n_seeds=2", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["group"] for m in summary["models"]] == [g for g in ("narrow_constant", "narrow_cyclic", "wide_constant", "wide_cyclic") for _ in range(2)]
+    for m in summary["models"]:
+        assert {"loss_init", "loss_final", "steps", "reached"} <= set(m) and m["steps"] == 200
+    assert {"val_loss.png", "final_loss_hist.png", "fitted.png"} <= {p.name for p in out.iterdir()}
+    text = (out / "summary.md").read_text()
+    assert "0/2 [0.00, 0.66]" in text  # Wilson interval of 0 successes in 2
+    with np.load(out / "history.npz") as history:
+        assert history["val_loss"].shape == (8, 200)
+    assert tomllib.loads((out / "config.toml").read_text())["groups"]["wide_cyclic"]["schedule"]["mode"] == "triangular2"
+
+
+def test_long_runs_log_the_seeds_steps_and_store_nothing_per_step():
+    cfg = config.load("stepfit")
+    steps = set(train.interval_end_steps(cfg, train.logged_intervals(cfg)).tolist())
+    seed_steps = set(train.doprint_steps(1_000_000)) - {0}
+    assert seed_steps <= steps and 1_000_001 in steps and len(steps) < 300
+    assert train.doprint_steps(1_000_000)[:12] == [0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000, 30000]
+    assert train.doprint_steps(1_000_000)[-3:] == [800000, 900000, 1000000]
+
+
+def test_wilson_interval_and_clusters():
+    low, high = report.wilson_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)  # the textbook values for 8/10
+    assert report.wilson_interval(0, 10)[0] == 0.0 and report.wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert report.clusters([0.0658, 0.0659, 0.0050, 0.0662, 0.0049, 0.9]) == [(0.0659, 3), (pytest.approx(0.00495), 2), (0.9, 1)]
