@@ -6,7 +6,7 @@ several schemes on one vmapped axis.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -98,6 +98,22 @@ def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Ar
     """The learned per-input function g(x) of a sumsq model, eval mode; x of shape [n]."""
     g = Subnet(model.width, activation(model), model.dropout_hidden, False)
     return g.apply({"params": params["subnet"]}, x[:, None])[:, 0]
+
+
+def from_torch(model: SharedSubnet | MLP, state_dict: Mapping[str, Any]) -> Params:
+    """Flax parameters from a PyTorch state_dict of the seeds' modules (values as anything
+    np.asarray takes, e.g. `{k: v.numpy() for k, v in m.state_dict().items()}`): weight
+    [out, in] -> kernel [in, out]. Layer names: fc1, fc2, fc3 (sumsq); linear1, linear2 or
+    fc1, fc2 (stepfit). jaxfit itself never imports torch."""
+    values = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+
+    def dense(name: str) -> dict:
+        return {"kernel": jnp.asarray(values[f"{name}.weight"].T), "bias": jnp.asarray(values[f"{name}.bias"])}
+
+    if isinstance(model, SharedSubnet):
+        return {"subnet": {"fc1": dense("fc1"), "fc2": dense("fc2")}, "fc3": dense("fc3")}
+    first, second = ("linear1", "linear2") if "linear1.weight" in values else ("fc1", "fc2")
+    return {"fc1": dense(first), "fc2": dense(second)}
 
 
 # ----------------------------------------------------------------------------- init schemes

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,10 +31,10 @@ def _save(fig, out: Path, name: str) -> None:
     plt.close(fig)
 
 
-def _band(ax, x, values, label, color):
+def _band(ax, x, values, label, color, ls="-"):
     """Median over seeds with a min-max band."""
     with np.errstate(all="ignore"):
-        ax.plot(x, np.nanmedian(values, 0), color=color, label=label)
+        ax.plot(x, np.nanmedian(values, 0), color=color, label=label, ls=ls)
         ax.fill_between(x, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.2, lw=0)
 
 
@@ -53,9 +54,11 @@ def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: boo
     x = history[x_name]
     for ax, (label, index) in zip(axes[0], sets.items()):
         _band(ax, x, history["train_loss"][index], "train loss (train mode, as logged)", "C0")
-        _band(ax, x, history["val_loss"][index], "val loss (eval mode)", "C1")
+        # validation starts before training (x = 0, or 1 on a log axis)
+        val = np.concatenate([history["val_loss_init"][index, None], history["val_loss"][index]], axis=1)
+        _band(ax, np.concatenate([[1 if log_x else 0], x]), val, "val loss (eval mode)", "C1")
         if np.isfinite(history["train_eval_loss"][index]).any():
-            _band(ax, x, history["train_eval_loss"][index], "train-set loss (eval mode)", "C2")
+            _band(ax, x, history["train_eval_loss"][index], "train-set loss (eval mode)", "C2", ls="--")
         ax.set_yscale("log")
         if log_x:
             ax.set_xscale("log")
@@ -147,6 +150,7 @@ def stepfit_plots(out: Path, cfg: Config, summary: dict, history: dict, params) 
         for centre, count in report.clusters(list(finals[index])):
             ax.annotate(f"{centre:.4g} ×{count}", (centre, count), fontsize=7, ha="center", va="bottom")
         ax.set(xscale="log", xlabel="final validation loss", ylabel="models", title=label)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _save(fig, out, "final_loss_hist.png")
 
     # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)

@@ -33,11 +33,11 @@ class GroupModels:
         return len(self.labels)
 
 
-def padded(coords: train.Coords, multiple: int = 1) -> train.Coords:
-    """Coordinates padded (repeating the last model) to at least 2 models and a multiple of
+def padded(coords: Any, multiple: int = 1) -> Any:
+    """Per-model arrays (coordinates, parameters) padded (repeating the last model) to at least 2 models and a multiple of
     `multiple`: XLA compiles a vmapped axis of size 1 differently (a model alone would not give
     the numbers it gives beside others); the padding models are dropped after the run."""
-    n = len(coords.seed_index)
+    n = len(jax.tree.leaves(coords)[0])
     target = max(2, -(-n // multiple) * multiple)
     return jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], target - n, axis=0)]), coords)
 
@@ -85,15 +85,33 @@ def _progress(total: int, quiet: bool):
                 mininterval=0.5 if interactive else 30.0, file=sys.stderr)
 
 
-def run(cfg: Config, quiet: bool = False) -> Result:
-    """Train every model of `cfg`: one jitted init, one jitted chunk function for all groups."""
+def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
+        batches: tuple[np.ndarray, np.ndarray] | None = None) -> Result:
+    """Train every model of `cfg`: one jitted init, one jitted chunk function for all groups.
+
+    initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
+      replacing the init scheme of those groups (Flax layout; `models.from_torch` converts a
+      PyTorch state_dict). batches: (x [steps, batch, inputs], y [steps, batch, 1]) used at
+      every step by every model instead of the task's own sampling."""
     groups = expand(cfg)
     data = tasks.make_data(cfg.task, cfg.train.eval_batch_size)
+    if batches is not None:
+        data = tasks.with_batches(data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [padded(g.coords) for g in groups]
+    given = []
+    for g in groups:
+        tree = (initial_params or {}).get(g.group.name)
+        if tree is not None:
+            tree = jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
+            sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
+            if sizes != {g.n_models}:
+                raise ValueError(f"initial_params[{g.group.name!r}]: leading axis {sizes}, the group has {g.n_models} models")
+            tree = padded(tree)
+        given.append(tree)
 
-    def init_all(coords, data):
-        return [jax.vmap(init, in_axes=(0, None))(c, data) for (init, _), c in zip(trainers, coords)]
+    def init_all(coords, data, given):
+        return [jax.vmap(init, in_axes=(0, None, 0))(c, data, p) for (init, _), c, p in zip(trainers, coords, given)]
 
     def chunk_all(states, coords, data, first_interval):
         return [
@@ -102,7 +120,7 @@ def run(cfg: Config, quiet: bool = False) -> Result:
         ]
 
     start = time.perf_counter()
-    states = jax.jit(init_all)(coords, data)
+    states = jax.jit(init_all)(coords, data, given)
     chunk_fn = jax.jit(chunk_all, donate_argnums=0).lower(states, coords, data, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - start
 

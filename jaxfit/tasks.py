@@ -50,6 +50,7 @@ class SumsqData(NamedTuple):
     train_x: np.ndarray  # [n_train, n_inputs]
     train_y: np.ndarray  # [n_train, 1]
     eval_sets: dict[str, EvalSet]  # "val" (the seed's val_loss) and, if asked, "train"
+    batches: tuple[np.ndarray, np.ndarray] | None = None  # given (x, y) per step, see with_batches
 
 
 def sumsq_data(task: SumsqTask, eval_chunk: int) -> SumsqData:
@@ -83,6 +84,7 @@ def step_target(task: StepfitTask, x):
 
 class StepfitData(NamedTuple):
     eval_sets: dict[str, EvalSet]  # "val": the seed's linspace grid
+    batches: tuple[np.ndarray, np.ndarray] | None = None  # given (x, y) per step, see with_batches
 
 
 def stepfit_data(task: StepfitTask, eval_chunk: int) -> StepfitData:
@@ -106,13 +108,25 @@ def make_data(task: SumsqTask | StepfitTask, eval_chunk: int) -> SumsqData | Ste
     return stepfit_data(task, eval_chunk)
 
 
+def with_batches(data, x: np.ndarray, y: np.ndarray, n_steps: int, batch_size: int):
+    """Train on given batches instead of the task's own: step t uses (x[t], y[t]), for every
+    model (e.g. the batch order of a PyTorch run). x: [steps, batch, inputs], y: [steps, batch, 1]."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    n_inputs = data.train_x.shape[1] if isinstance(data, SumsqData) else 1
+    if x.ndim != 3 or x.shape[0] < n_steps or x.shape[1:] != (batch_size, n_inputs) or y.shape != (*x.shape[:2], 1):
+        raise ValueError(f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {batch_size}, {n_inputs}] and y [..., {batch_size}, 1]")
+    return data._replace(batches=(x, y))
+
+
 def epoch_order(task, data, key: jax.Array, epoch: jax.Array):
-    """What a whole epoch shares (sumsq: its permutation); None where batches are fresh."""
-    return sumsq_epoch_order(data, key, epoch) if isinstance(task, SumsqTask) else None
+    """What a whole epoch shares (sumsq: its permutation); None where batches are fresh or given."""
+    return sumsq_epoch_order(data, key, epoch) if isinstance(task, SumsqTask) and data.batches is None else None
 
 
 def train_batch(task, data, order, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int):
     """The (x, y) a model trains on at global step `step`."""
+    if data.batches is not None:
+        return data.batches[0][step], data.batches[1][step]
     if isinstance(task, SumsqTask):
         return sumsq_batch(data, order, key, step, step_in_epoch, batch_size)
     return stepfit_batch(task, key, step, batch_size)

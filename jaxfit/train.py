@@ -127,10 +127,33 @@ def _where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
+def make_step(cfg: Config, group: Group) -> Callable:
+    """One optimiser update of one model: `step(params, opt_state, x, y, step, coords) ->
+    (new_params, new_opt_state, loss)`, loss being the train-mode MSE before the update. The
+    trainer scans exactly this; the torch parity tests call it step by step."""
+    module = models.build(group.model, cfg.task)
+    steps_per_epoch = cfg.steps_per_epoch
+
+    def step_fn(params, opt_state, x, y, step, coords: Coords):
+        _, dropout_key, _ = model_keys(cfg.seed, coords.seed_index)
+
+        def loss_fn(params):
+            pred = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.fold_in(dropout_key, step)})
+            return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
+        direction, opt_state = optim.direction(group.optim, coords.hp).update(grads, opt_state, params)
+        return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state, loss
+
+    return step_fn
+
+
 def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     """Build (init, run_chunk) for one model of `group`; see the module docstring."""
     task, train = cfg.task, cfg.train
     module = models.build(group.model, task)
+    step_fn = make_step(cfg, group)
     shapes = models.template(module, task)
     steps_per_epoch = cfg.steps_per_epoch
     n_steps = total_steps(cfg)
@@ -147,9 +170,10 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     def metrics(train_loss, evals, lr) -> dict[str, jax.Array]:
         return {"train_loss": train_loss, "val_loss": evals["val"], "train_eval_loss": evals.get("train", nan), "lr": lr}
 
-    def init(coords: Coords, data) -> ModelState:
+    def init(coords: Coords, data, given_params=None) -> ModelState:
+        """The model's state before training; `given_params` (if any) replace the init scheme."""
         _, _, init_key = model_keys(cfg.seed, coords.seed_index)
-        params = models.init_params(group.model, task, shapes, coords.init_index, init_key)
+        params = given_params if given_params is not None else models.init_params(group.model, task, shapes, coords.init_index, init_key)
         opt_state = optim.direction(group.optim, coords.hp).init(params)
         val_init = evaluate(params, data)["val"]
         reached = (val_init <= stop_loss) if stop_loss is not None else jnp.bool_(False)
@@ -171,22 +195,13 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         )
 
     def run_interval(state: ModelState, interval: jax.Array, coords: Coords, data) -> ModelState:
-        data_key, dropout_key, _ = model_keys(cfg.seed, coords.seed_index)
-        tx = optim.direction(group.optim, coords.hp)
-
-        def loss_fn(params, x, y, step):
-            key = jax.random.fold_in(dropout_key, step)
-            pred = module.apply({"params": params}, x, train=True, rngs={"dropout": key})
-            return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
+        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
 
         def train_step(carry, step_in_epoch, epoch, order):
             params, opt_state, active, steps_done, diverged_step, loss_sum = carry
             step = epoch * steps_per_epoch + step_in_epoch
             x, y = tasks.train_batch(task, data, order, data_key, step, step_in_epoch, train.batch_size)
-            loss, grads = jax.value_and_grad(loss_fn)(params, x, y, step)
-            lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
-            direction, new_opt_state = tx.update(grads, opt_state, params)
-            new_params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
+            new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
             finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
             live = active & (step < n_steps)
             update = live & finite
