@@ -184,7 +184,15 @@ class Train:
     eval_every: int = _bound(1, gt=0)  # epochs between validations
     stop_loss: float | None = _bound(None, gt=0)  # a model stops once val loss <= this
     eval_batch_size: int = _bound(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run is driven from the host; none of it changes a result."""
+
     chunk_epochs: int | None = _bound(None, gt=0)  # epochs per compiled chunk; default ~1/100 of the run
+    checkpoint_every: int = _bound(10, gt=0)  # chunks between checkpoints (one is also written at the end)
+    keep_checkpoints: int = _bound(2, gt=0)
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,7 @@ class Config:
     train: Train
     sweep: SweepAxes
     groups: tuple[Group, ...]
+    execution: Execution = Execution()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -397,7 +406,7 @@ def _check_run(cfg: Config) -> None:
 def from_dict(raw: dict, name: str) -> Config:
     """Build and validate a `Config` from a parsed TOML document."""
     raw = copy.deepcopy(raw)
-    known = {"name", "seed", "task", "train", "sweep", "groups", *DEFAULT_TABLES}
+    known = {"name", "seed", "task", "train", "sweep", "execution", "groups", *DEFAULT_TABLES}
     for key in raw:
         if key not in known:
             raise _fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
@@ -425,7 +434,8 @@ def from_dict(raw: dict, name: str) -> Config:
         parts = {t: _build_kind(t, _merge(defaults[t], table.get(t, {})), f"{path}.{t}") for t in ("model", "optim")}
         schedule = _build_kind("schedule", _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
         groups.append(Group(group_name, parts["model"], parts["optim"], schedule))
-    cfg = Config(run_name, seed, task, train, sweep, tuple(groups))
+    execution = _build(Execution, raw.get("execution", {}), "execution")
+    cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution)
     _check_run(cfg)
     return cfg
 
@@ -501,7 +511,8 @@ def to_dict(cfg: Config) -> dict:
         return value
 
     groups = {g.name: {t: clean(getattr(g, t)) for t in DEFAULT_TABLES} for g in cfg.groups}
-    return {"name": cfg.name, "seed": cfg.seed, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep), "groups": groups}
+    return {"name": cfg.name, "seed": cfg.seed, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep),
+            "execution": clean(cfg.execution), "groups": groups}
 
 
 def to_toml(cfg: Config) -> str:

@@ -2,6 +2,7 @@
 params.npz) so they can be redrawn without training."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import jax
@@ -33,7 +34,8 @@ def _save(fig, out: Path, name: str) -> None:
 
 def _band(ax, x, values, label, color, ls="-"):
     """Median over seeds with a min-max band."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a point where every model has stopped is all NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         ax.plot(x, np.nanmedian(values, 0), color=color, label=label, ls=ls)
         ax.fill_between(x, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.2, lw=0)
 

@@ -9,11 +9,16 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxfit import optim, tasks, train
@@ -33,13 +38,14 @@ class GroupModels:
         return len(self.labels)
 
 
-def padded(coords: Any, multiple: int = 1) -> Any:
-    """Per-model arrays (coordinates, parameters) padded (repeating the last model) to at least 2 models and a multiple of
-    `multiple`: XLA compiles a vmapped axis of size 1 differently (a model alone would not give
-    the numbers it gives beside others); the padding models are dropped after the run."""
-    n = len(jax.tree.leaves(coords)[0])
-    target = max(2, -(-n // multiple) * multiple)
-    return jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], target - n, axis=0)]), coords)
+def padded(per_model: Any, n_devices: int = 1) -> Any:
+    """Per-model arrays (coordinates, parameters) padded by repeating the last model to a
+    multiple of the device count, with at least 2 models per device: XLA compiles a vmapped
+    axis of size 1 differently, so a model alone would not give the numbers it gives beside
+    others. The padding models are dropped after the run."""
+    n = len(jax.tree.leaves(per_model)[0])
+    target = max(2 * n_devices, -(-n // n_devices) * n_devices)
+    return jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], target - n, axis=0)]), per_model)
 
 
 def expand(cfg: Config) -> list[GroupModels]:
@@ -69,36 +75,84 @@ def expand(cfg: Config) -> list[GroupModels]:
 
 @dataclass
 class Result:
-    """What a run produced, on the host (numpy), per group; and how long it took."""
+    """What a run produced, on the host (numpy), per group; and how long it took. `finished`
+    is False when the run was stopped early on purpose (`stop_after_chunks`) or interrupted;
+    its state is then in the last checkpoint."""
 
     groups: list[GroupModels]
     states: list[train.ModelState]
     logged: np.ndarray  # the logged intervals
     timing: dict[str, float] = field(default_factory=dict)
+    finished: bool = True
 
 
-def _progress(total: int, quiet: bool):
-    if quiet:
-        return None
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, unit="step", unit_scale=True, dynamic_ncols=True, disable=False,
-                mininterval=0.5 if interactive else 30.0, file=sys.stderr)
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (CI, logs, nohup) a plain line every 30 s."""
+
+    def __init__(self, total_steps: int, n_models: int, quiet: bool):
+        self.total, self.n_models, self.quiet = total_steps, n_models, quiet
+        self.interactive = sys.stderr.isatty()
+        self.start = self.last_line = time.perf_counter()
+        self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr) \
+            if not quiet and self.interactive else None
+
+    def update(self, done: int, previous: int, active: int, diverged: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(active=active, diverged=diverged, refresh=False)
+            self.bar.update(done - previous)
+            return
+        now = time.perf_counter()
+        if self.quiet or (now - self.last_line < 30 and done < self.total):
+            return
+        self.last_line = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / max(rate, 1e-9)
+        print(f"step {done:,}/{self.total:,} ({100 * done / self.total:.0f}%), {rate * self.n_models:,.0f} model-steps/s, "
+              f"{active} active, {diverged} diverged, ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run; the last completed chunk is in the checkpoint (if one was kept)."""
+
+
+def _mesh() -> tuple[NamedSharding, NamedSharding, int]:
+    """A 1-D mesh over every visible device (all hosts' under jax.distributed): the models
+    axis is sharded across it, the data replicated."""
+    mesh = Mesh(np.asarray(jax.devices()), ("models",))
+    return NamedSharding(mesh, P("models")), NamedSharding(mesh, P()), mesh.size
+
+
+def _fetch(tree: Any) -> Any:
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
-        batches: tuple[np.ndarray, np.ndarray] | None = None) -> Result:
-    """Train every model of `cfg`: one jitted init, one jitted chunk function for all groups.
+        batches: tuple[np.ndarray, np.ndarray] | None = None, checkpoint_dir: Path | None = None,
+        resume: bool = False, stop_after_chunks: int | None = None) -> Result:
+    """Train every model of `cfg`: one jitted init, one jitted chunk function for all groups,
+    the models axis sharded over every device.
 
     initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
       replacing the init scheme of those groups (Flax layout; `models.from_torch` converts a
       PyTorch state_dict). batches: (x [steps, batch, inputs], y [steps, batch, 1]) used at
-      every step by every model instead of the task's own sampling."""
+      every step by every model instead of the task's own sampling.
+    checkpoint_dir: where orbax keeps the whole state every `execution.checkpoint_every`
+      chunks, at the end, and on Ctrl-C; `resume` continues from its latest checkpoint, bit
+      for bit as if never stopped. stop_after_chunks: stop (with a checkpoint) after that many
+      chunks of this call -- a way to test resuming."""
     groups = expand(cfg)
+    per_model, replicated, n_devices = _mesh()
     data = tasks.make_data(cfg.task, cfg.train.eval_batch_size)
     if batches is not None:
         data = tasks.with_batches(data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
-    coords = [padded(g.coords) for g in groups]
+    coords = [padded(g.coords, n_devices) for g in groups]
     given = []
     for g in groups:
         tree = (initial_params or {}).get(g.group.name)
@@ -107,8 +161,10 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
             sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
             if sizes != {g.n_models}:
                 raise ValueError(f"initial_params[{g.group.name!r}]: leading axis {sizes}, the group has {g.n_models} models")
-            tree = padded(tree)
+            tree = padded(tree, n_devices)
         given.append(tree)
+    coords, given = jax.device_put((coords, given), per_model)
+    data = jax.device_put(data, replicated)
 
     def init_all(coords, data, given):
         return [jax.vmap(init, in_axes=(0, None, 0))(c, data, p) for (init, _), c, p in zip(trainers, coords, given)]
@@ -120,32 +176,74 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
         ]
 
     start = time.perf_counter()
-    states = jax.jit(init_all)(coords, data, given)
-    chunk_fn = jax.jit(chunk_all, donate_argnums=0).lower(states, coords, data, jnp.int32(0)).compile()
+    states = jax.jit(init_all, out_shardings=per_model)(coords, data, given)
+    checkpoints = _checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
+    first_chunk, run_s, steps_run = 0, 0.0, 0
+    if resume:
+        states, meta = checkpoints.restore(states)
+        first_chunk, run_s, steps_run = meta["next_chunk"], meta["run_s"], meta["steps_run"]
+    chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - start
 
     n_intervals, per_chunk = cfg.n_intervals, train.chunk_intervals(cfg)
-    steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
+    n_chunks = -(-n_intervals // per_chunk)
+    steps_per_chunk = per_chunk * cfg.steps_per_epoch * cfg.train.eval_every
     n_steps = train.total_steps(cfg)
-    bar = _progress(n_steps, quiet)
+    progress = Progress(n_steps, sum(g.n_models for g in groups), quiet)
     start = time.perf_counter()
-    steps_run = 0
-    for first in range(0, n_intervals, per_chunk):
-        states = chunk_fn(states, coords, data, jnp.int32(first))
-        done = min((first + per_chunk) * steps_per_interval, n_steps)
-        active = sum(int(np.sum(s.active)) for s in states)
-        if bar is not None:
-            diverged = sum(int(np.sum(s.diverged_step >= 0)) for s in states)
-            bar.set_postfix(active=active, diverged=diverged, refresh=False)
-            bar.update(done - steps_run)
-        steps_run = done
-        if active == 0:
-            break
-    states = [jax.tree.map(lambda a: a[: g.n_models], s) for g, s in zip(groups, jax.device_get(states))]
-    run_s = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
+    finished, chunk = True, first_chunk
+    try:
+        while chunk < n_chunks:
+            states = chunk_fn(states, coords, data, jnp.int32(chunk * per_chunk))
+            chunk += 1
+            done = min(chunk * steps_per_chunk, n_steps)
+            active = sum(int(np.sum(s.active)) for s in states)
+            progress.update(done, steps_run, active, sum(int(np.sum(s.diverged_step >= 0)) for s in states))
+            steps_run = done
+            last = chunk == n_chunks or active == 0
+            stop_now = stop_after_chunks is not None and chunk - first_chunk >= stop_after_chunks and not last
+            if checkpoints is not None and (last or stop_now or chunk % cfg.execution.checkpoint_every == 0):
+                checkpoints.save(chunk, states, {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run})
+            if last:
+                break
+            if stop_now:
+                finished = False
+                break
+    except KeyboardInterrupt:
+        if checkpoints is not None:
+            jax.block_until_ready(states)
+            checkpoints.save(chunk, states, {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run})
+        raise Interrupted(f"interrupted after {steps_run:,} of {n_steps:,} steps") from None
+    finally:
+        progress.close()
+        if checkpoints is not None:
+            checkpoints.close()
+    states = [jax.tree.map(lambda a: a[: g.n_models], s) for g, s in zip(groups, _fetch(states))]
+    run_s += time.perf_counter() - start
     n_models = sum(g.n_models for g in groups)
     timing = {"compile_s": compile_s, "run_s": run_s, "steps_run": steps_run,
               "model_steps_per_s": n_models * steps_run / max(run_s, 1e-9)}
-    return Result(groups, states, train.logged_intervals(cfg), timing)
+    return Result(groups, states, train.logged_intervals(cfg), timing, finished)
+
+
+class _checkpoints:
+    """The run's orbax CheckpointManager: the whole state (a pytree) and a little JSON."""
+
+    def __init__(self, directory: Path, cfg: Config):
+        options = ocp.CheckpointManagerOptions(max_to_keep=cfg.execution.keep_checkpoints, enable_async_checkpointing=False)
+        self.manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
+
+    def save(self, chunk: int, states: Any, meta: dict) -> None:
+        self.manager.save(chunk, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore(self, like: Any) -> tuple[Any, dict]:
+        step = self.manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored.state, restored.meta
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

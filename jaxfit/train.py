@@ -258,7 +258,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
 
 
 def chunk_intervals(cfg: Config) -> int:
-    """Intervals per compiled chunk: `train.chunk_epochs`, else about a hundredth of the run."""
-    if cfg.train.chunk_epochs is not None:
-        return max(1, cfg.train.chunk_epochs // cfg.train.eval_every)
+    """Intervals per compiled chunk: `execution.chunk_epochs`, else about a hundredth of the run."""
+    if cfg.execution.chunk_epochs is not None:
+        return max(1, cfg.execution.chunk_epochs // cfg.train.eval_every)
     return max(1, -(-cfg.n_intervals // 100))

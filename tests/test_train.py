@@ -70,7 +70,7 @@ def test_init_schemes_are_paired_on_the_same_batches_and_masks(sumsq_result):
 
 
 def test_chunk_size_does_not_change_results(sumsq_result):
-    other = run_small("sumsq", "train.chunk_epochs=2")
+    other = run_small("sumsq", "execution.chunk_epochs=2")
     for a, b in zip(sumsq_result.states, other.states):
         for name in a.history:
             np.testing.assert_array_equal(a.history[name], b.history[name])
