@@ -119,8 +119,16 @@ def mse(module, params, eval_set: tasks.EvalSet) -> jax.Array:
         pred = module.apply({"params": params}, x, train=False)
         return total + fixed_order_sum(weight * fixed_order_sum((pred - y) ** 2)), None
 
-    total, _ = jax.lax.scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
+    total = scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
     return total / fixed_order_sum(eval_set.weight.reshape(-1))  # a count: exact in float32
+
+
+def scan(body: Callable, carry: Any, xs: jax.Array) -> Any:
+    """lax.scan over xs, returning the carry; a length-1 scan is a plain call (stepfit's epochs
+    and intervals are one step each, and a while loop per step costs time on CPU)."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+        return body(carry, jax.tree.map(lambda x: x[0], xs))[0]
+    return jax.lax.scan(body, carry, xs)[0]
 
 
 def _where(condition: jax.Array, new: Any, old: Any) -> Any:
@@ -213,12 +221,12 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         def train_epoch(carry, epoch):
             order = tasks.epoch_order(task, data, data_key, epoch)
             step_fn = lambda c, i: train_step(c, i, epoch, order)  # noqa: E731
-            carry, _ = jax.lax.scan(step_fn, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32))
+            carry = scan(step_fn, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32))
             return carry, None
 
         epochs = interval * train.eval_every + jnp.arange(train.eval_every, dtype=jnp.int32)
         carry = (state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
-        (params, opt_state, active, steps_done, diverged_step, loss_sum), _ = jax.lax.scan(train_epoch, carry, epochs)
+        params, opt_state, active, steps_done, diverged_step, loss_sum = scan(train_epoch, carry, epochs)
 
         trained = steps_done > state.steps_done  # this interval moved the model
         first_step = interval * train.eval_every * steps_per_epoch
@@ -251,8 +259,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     def run_chunk(state: ModelState, coords: Coords, data, first_interval: jax.Array) -> ModelState:
         """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
         body = lambda s, k: (run_interval(s, k, coords, data), None)  # noqa: E731
-        state, _ = jax.lax.scan(body, state, first_interval + jnp.arange(chunk, dtype=jnp.int32))
-        return state
+        return scan(body, state, first_interval + jnp.arange(chunk, dtype=jnp.int32))
 
     return init, run_chunk
 

@@ -1,0 +1,350 @@
+"""Benchmark: jaxfit against the PyTorch a user would write, side by side on one machine.
+
+    python -m jaxfit.bench [--quick] [--models 10,100] [--scaling 1,10,100,1000] [--out DIR]
+
+Workloads: stepfit wide + CyclicLR and stepfit narrow + SGD (validation on the 5001-point grid
+every step), sumsq (dropout on, Adam + StepLR). Implementations: jaxfit; the seeds' sequential
+PyTorch loop (one model after another, as the forum scripts run); a torch.func vmap ensemble
+with a hand-written optimiser; that ensemble under torch.compile. Every measurement runs in a
+fresh subprocess (so its peak RSS is its own) for a fixed number of steps after a warm-up;
+compile time is reported apart. Without torch, jaxfit alone is measured. Run from the
+repository root (the sequential loops are tests/torch_reference.py's models).
+
+Writes DIR/bench.json and DIR/throughput.png and prints the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKLOADS = ("stepfit_wide", "stepfit_narrow", "sumsq")
+IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile")
+
+
+# ----------------------------------------------------------------------------- jaxfit
+
+
+def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
+    from jaxfit import config, sweep
+
+    if workload == "sumsq":
+        epochs = max(1, steps // 900)
+        overrides = [f"train.epochs={epochs}", "task.eval_train=false", "model.init=manual", f"sweep.n_seeds={n_models}",
+                     "execution.chunk_epochs=1"]
+        cfg = config.load("sumsq", overrides)
+    else:
+        group = "wide" if workload == "stepfit_wide" else "narrow"
+        raw = config.to_dict(config.load("stepfit", [f"train.steps={steps}", f"sweep.n_seeds={n_models}"]))
+        raw["groups"] = {group: raw["groups"][group]}
+        raw["train"].pop("stop_loss")  # a fixed number of steps for every model
+        cfg = config.from_dict(raw, "bench")
+    result = sweep.run(cfg, quiet=True)
+    t = result.timing
+    return {"model_steps_per_s": t["model_steps_per_s"], "compile_s": t["compile_s"], "steps": t["steps_run"]}
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+def _torch_setup(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(Path.cwd()))
+    from tests import torch_reference
+
+    return torch, torch_reference
+
+
+def _cyclic_lr(i: int) -> float:
+    """The seed's CyclicLR(base 0.001, max 0.5, up 100, down 900, triangular2) at step i."""
+    cycle, x = 1 + i // 1000, (i % 1000)
+    scale = x / 100 if x <= 100 else (1000 - x) / 900
+    return 0.001 + (0.5 - 0.001) * scale / 2 ** (cycle - 1)
+
+
+def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: int) -> dict:
+    """The seeds' loops, one model after another. Its rate does not depend on how many models
+    follow, so min(n_models, 2) models are timed."""
+    torch, ref = _torch_setup(threads)
+    timed = min(n_models, 2)
+    if workload == "sumsq":
+        from jaxfit import config, tasks
+
+        x, y = tasks.sumsq_dataset(config.load("sumsq").task)
+        x, y = torch.as_tensor(x[:90000]), torch.as_tensor(y[:90000])
+        start = time.perf_counter()
+        for _ in range(timed):
+            net = ref.SumSq().manual_init()
+            opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+            order = torch.randperm(90000)
+            for i in range(steps):
+                index = order[(i % 900) * 100:(i % 900 + 1) * 100]
+                loss = torch.nn.functional.mse_loss(net(x[index]), y[index])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        elapsed = time.perf_counter() - start
+        return {"model_steps_per_s": timed * steps / elapsed, "compile_s": 0.0, "steps": steps, "timed_models": timed}
+    width = 8 if workload == "stepfit_wide" else 1
+    grid = (torch.linspace(0.0, 1000.0, 5001) / 1000.0).unsqueeze(1)
+    target = torch.where(grid * 1000.0 > 100, 1000.0, 0) / 1000.0
+    loss_fn = torch.nn.MSELoss()
+    start = time.perf_counter()
+    for _ in range(timed):
+        net = ref.StepModel(width)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
+                                                  mode="triangular2", cycle_momentum=False) if width == 8 else None
+        for _ in range(steps):
+            inp = torch.rand(100, 1)
+            out = torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0
+            loss = loss_fn(net(inp), out)
+            with torch.no_grad():
+                loss_fn(net(grid), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+    elapsed = time.perf_counter() - start
+    return {"model_steps_per_s": timed * steps / elapsed, "compile_s": 0.0, "steps": steps, "timed_models": timed}
+
+
+def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int, compiled: bool) -> dict:
+    """torch.func: parameters stacked over models, vmap(grad) for the step, a hand-written
+    SGD / Adam update, optionally the whole step under torch.compile."""
+    torch, ref = _torch_setup(threads)
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+    if workload == "sumsq":
+        from jaxfit import config, tasks
+
+        x, y = tasks.sumsq_dataset(config.load("sumsq").task)
+        x, y = torch.as_tensor(x[:90000]), torch.as_tensor(y[:90000])
+        nets = [ref.SumSq().manual_init() for _ in range(n_models)]
+    else:
+        width = 8 if workload == "stepfit_wide" else 1
+        nets = [ref.StepModel(width) for _ in range(n_models)]
+        grid = (torch.linspace(0.0, 1000.0, 5001) / 1000.0).unsqueeze(1)
+        target = torch.where(grid * 1000.0 > 100, 1000.0, 0) / 1000.0
+    params, _ = stack_module_state(nets)
+    params = {k: v.detach() for k, v in params.items()}
+    base = nets[0]
+
+    def loss_of(p, xb, yb):
+        return ((functional_call(base, (p,), (xb,)) - yb) ** 2).mean()
+
+    if workload == "sumsq":
+        moments = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in params.items()}
+        step_grad = vmap(grad_and_value(loss_of), randomness="different")
+
+        def step(params, moments, xb, yb, t):
+            grads, loss = step_grad(params, xb, yb)
+            new_params, new_moments = {}, {}
+            for k, g in grads.items():
+                m, v = moments[k]
+                m = 0.9 * m + 0.1 * g
+                v = 0.999 * v + 0.001 * g * g
+                update = (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+                new_params[k], new_moments[k] = params[k] - 1e-4 * update, (m, v)
+            return new_params, new_moments, loss
+    else:
+        step_grad = vmap(grad_and_value(loss_of))
+        val_of = vmap(lambda p: ((functional_call(base, (p,), (grid,)) - target) ** 2).mean())
+
+        def step(params, moments, xb, yb, lr):
+            grads, loss = step_grad(params, xb, yb)
+            with torch.no_grad():
+                val = val_of(params)
+            return {k: params[k] - lr * grads[k] for k in params}, moments, (loss, val)
+
+    if compiled:
+        step = torch.compile(step)
+
+    def batch(i):
+        if workload == "sumsq":
+            index = torch.randint(0, 90000, (n_models, 100))
+            return x[index], y[index], torch.tensor(float(i + 1))
+        inp = torch.rand(n_models, 100, 1)
+        lr = _cyclic_lr(i) if workload == "stepfit_wide" else 0.1
+        return inp, torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0, torch.tensor(lr)
+
+    moments = moments if workload == "sumsq" else None
+    start = time.perf_counter()
+    params, moments, _ = step(params, moments, *batch(0))  # warm-up (and compile)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        params, moments, _ = step(params, moments, *batch(i))
+    elapsed = time.perf_counter() - start
+    return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def steps_for(implementation: str, workload: str, quick: bool) -> int:
+    """Steps to time: enough for a second or more of work, fewer for the slow loops."""
+    table = {
+        ("jaxfit", "sumsq"): 1800, ("jaxfit", "stepfit_wide"): 20000, ("jaxfit", "stepfit_narrow"): 20000,
+        ("torch_sequential", "sumsq"): 300, ("torch_sequential", "stepfit_wide"): 2000, ("torch_sequential", "stepfit_narrow"): 2000,
+        ("torch_vmap", "sumsq"): 200, ("torch_vmap", "stepfit_wide"): 1000, ("torch_vmap", "stepfit_narrow"): 1000,
+        ("torch_compile", "sumsq"): 300, ("torch_compile", "stepfit_wide"): 3000, ("torch_compile", "stepfit_narrow"): 3000,
+    }
+    steps = table[(implementation, workload)]
+    if quick:
+        steps = 900 if workload == "sumsq" and implementation == "jaxfit" else max(20, steps // 10)
+    return steps
+
+
+def measure_one(spec: dict) -> dict:
+    implementation, workload, n_models, steps = spec["implementation"], spec["workload"], spec["n_models"], spec["steps"]
+    if implementation == "jaxfit":
+        return bench_jaxfit(workload, n_models, steps)
+    if implementation == "torch_sequential":
+        return bench_torch_sequential(workload, n_models, steps, spec["threads"])
+    return bench_torch_ensemble(workload, n_models, steps, spec["threads"], compiled=implementation == "torch_compile")
+
+
+def run_isolated(spec: dict, timeout: float) -> dict:
+    """One measurement in a fresh process; adds its peak RSS (MiB) or the error it hit."""
+    proc = subprocess.Popen([sys.executable, "-m", "jaxfit.bench", "--one", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    import resource
+
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # max over children so far
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {**spec, "error": (err.strip().splitlines() or ["failed"])[-1][:300]}
+    result = json.loads(lines[-1])
+    return {**spec, **result, "peak_rss_mib": result.get("peak_rss_mib", peak_mib)}
+
+
+def machine() -> dict:
+    import jax
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "jax": jax.__version__, "jax_device": str(jax.devices()[0].device_kind)}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def table(rows: list[dict], workload: str, counts: list[int]) -> str:
+    lines = [f"| {workload} (model-steps/s) | " + " | ".join(f"{n} models" for n in counts) + " | compile s |",
+             "|---|" + "---|" * (len(counts) + 1)]
+    for implementation in IMPLEMENTATIONS:
+        cells, compile_s = [], ""
+        for n in counts:
+            row = next((r for r in rows if r["implementation"] == implementation and r["workload"] == workload and r["n_models"] == n), None)
+            if row is None:
+                cells.append("–")
+            elif "error" in row:
+                cells.append("failed")
+            else:
+                cells.append(f"{row['model_steps_per_s']:,.0f}")
+                compile_s = f"{row['compile_s']:.1f}"
+        if any(c != "–" for c in cells):
+            lines.append(f"| {implementation} | " + " | ".join(cells) + f" | {compile_s} |")
+    jax_rows = {r["n_models"]: r for r in rows if r["implementation"] == "jaxfit" and r["workload"] == workload and "error" not in r}
+    for implementation in IMPLEMENTATIONS[1:]:
+        ratios = []
+        for n in counts:
+            other = next((r for r in rows if r["implementation"] == implementation and r["workload"] == workload and r["n_models"] == n and "error" not in r), None)
+            ratios.append(f"{jax_rows[n]['model_steps_per_s'] / other['model_steps_per_s']:.1f}×" if other and n in jax_rows else "–")
+        if any(r != "–" for r in ratios):
+            lines.append(f"| jaxfit ÷ {implementation} | " + " | ".join(ratios) + " | |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(WORKLOADS), figsize=(15, 4), squeeze=False)
+    for ax, workload in zip(axes[0], WORKLOADS):
+        for implementation in IMPLEMENTATIONS:
+            points = sorted((r["n_models"], r["model_steps_per_s"]) for r in rows
+                            if r["workload"] == workload and r["implementation"] == implementation and "error" not in r)
+            if points:
+                ax.plot(*zip(*points), "o-", label=implementation)
+        ax.set(xscale="log", yscale="log", xlabel="models", ylabel="model-steps/s", title=workload)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxfit.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="10,100", help="model counts compared across implementations")
+    parser.add_argument("--scaling", default="1,10,100,1000", help="model counts of the jaxfit scaling sweep")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as the issue's baselines)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the steps: a smoke test, not a measurement")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        import resource
+
+        result = measure_one(json.loads(args.one))
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return 0
+    try:
+        import torch  # noqa: F401
+
+        implementations = args.implementations.split(",")
+    except ImportError:
+        print("torch is not installed: measuring jaxfit alone", file=sys.stderr)
+        implementations = ["jaxfit"]
+    compare = [int(n) for n in args.models.split(",") if n]
+    scaling = [int(n) for n in args.scaling.split(",") if n]
+    specs = []
+    for workload in args.workloads.split(","):
+        for implementation in implementations:
+            counts = sorted(set(compare) | set(scaling)) if implementation == "jaxfit" else compare
+            if workload == "sumsq" and 20 not in counts:
+                counts = sorted(set(counts) | {20})
+            for n in counts:
+                specs.append({"implementation": implementation, "workload": workload, "n_models": n,
+                              "steps": steps_for(implementation, workload, args.quick), "threads": args.threads})
+    rows = []
+    for spec in specs:
+        row = run_isolated(spec, args.timeout)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps({"machine": machine(), "argv": sys.argv, "rows": rows}, indent=1))
+    plot(rows, args.out / "throughput.png")
+    for workload in args.workloads.split(","):
+        counts = sorted({r["n_models"] for r in rows if r["workload"] == workload})
+        print(table(rows, workload, counts), "\n")
+    print(f"wrote {args.out}/bench.json and throughput.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
