@@ -27,6 +27,7 @@ from flax import struct
 
 from jaxfit import models, optim, tasks
 from jaxfit.config import Config, Group
+from jaxfit.models import fixed_order_sum
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
 METRICS = ("train_loss", "val_loss", "train_eval_loss", "lr")
@@ -96,19 +97,6 @@ def model_keys(seed: int, seed_index: jax.Array) -> tuple[jax.Array, jax.Array, 
     """(data, dropout, init) keys of a model: functions of the run seed and seed index only."""
     key = jax.random.fold_in(jax.random.key(seed), seed_index)
     return tuple(jax.random.fold_in(key, stream) for stream in (DATA_STREAM, DROPOUT_STREAM, INIT_STREAM))
-
-
-def fixed_order_sum(values: jax.Array) -> jax.Array:
-    """Sum over the last axis by pairwise halving (zero-padded to a power of two): elementwise
-    adds in an order fixed by the shape alone. XLA's own reductions may associate differently
-    with the number of vmapped models, and a model's numbers must not depend on its neighbours."""
-    n = values.shape[-1]
-    width = 1 << max(n - 1, 0).bit_length()
-    values = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, width - n)])
-    while values.shape[-1] > 1:
-        half = values.shape[-1] // 2
-        values = values[..., :half] + values[..., half:]
-    return values[..., 0]
 
 
 def mse(module, params, eval_set: tasks.EvalSet) -> jax.Array:

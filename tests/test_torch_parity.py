@@ -227,12 +227,11 @@ def test_init_distributions_match_torch(scheme):
 
 def test_dropout_semantics_match_torch():
     """Keep with probability 1-p, kept values scaled by 1/(1-p), independent per element,
-    identity in eval mode -- on both sides, checked on 10^6 elements."""
-    import flax.linen as nn
-
+    identity in eval mode -- on both sides (jaxfit's counter-hash Dropout, torch.nn.Dropout),
+    checked on 10^6 elements; and two keys give independent masks."""
     p, n = 0.2, 1_000_000
     ones = np.ones((1000, 1000), np.float32)
-    ours = np.asarray(nn.Dropout(p, deterministic=False).apply({}, ones, rngs={"dropout": jax.random.key(0)}))
+    ours = np.asarray(models.Dropout(p, deterministic=False).apply({}, ones, rngs={"dropout": jax.random.key(0)}))
     layer = torch.nn.Dropout(p)
     theirs = layer(torch.as_tensor(ones)).numpy()
     for out in (ours, theirs):
@@ -244,7 +243,9 @@ def test_dropout_semantics_match_torch():
             assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 4 / np.sqrt(n)
     layer.eval()
     np.testing.assert_array_equal(layer(torch.as_tensor(ones)).numpy(), ones)
-    np.testing.assert_array_equal(nn.Dropout(p, deterministic=True).apply({}, ones), ones)
+    np.testing.assert_array_equal(models.Dropout(p, deterministic=True).apply({}, ones), ones)
+    other_key = np.asarray(models.Dropout(p, deterministic=False).apply({}, ones, rngs={"dropout": jax.random.key(1)})) != 0
+    assert abs(np.corrcoef((ours != 0).ravel(), other_key.ravel())[0, 1]) < 4 / np.sqrt(n)  # keys give independent masks
 
 
 # ----------------------------------------------------------------------------- 6. end to end, dropout on
