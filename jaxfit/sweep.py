@@ -153,16 +153,7 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
         data = tasks.with_batches(data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [padded(g.coords, n_devices) for g in groups]
-    given = []
-    for g in groups:
-        tree = (initial_params or {}).get(g.group.name)
-        if tree is not None:
-            tree = jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
-            sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
-            if sizes != {g.n_models}:
-                raise ValueError(f"initial_params[{g.group.name!r}]: leading axis {sizes}, the group has {g.n_models} models")
-            tree = padded(tree, n_devices)
-        given.append(tree)
+    given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
     coords, given = jax.device_put((coords, given), per_model)
     data = jax.device_put(data, replicated)
 
@@ -177,7 +168,7 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
 
     start = time.perf_counter()
     states = jax.jit(init_all, out_shardings=per_model)(coords, data, given)
-    checkpoints = _checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
+    checkpoints = Checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
     first_chunk, run_s, steps_run = 0, 0.0, 0
     if resume:
         states, meta = checkpoints.restore(states)
@@ -192,6 +183,12 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
     progress = Progress(n_steps, sum(g.n_models for g in groups), quiet)
     start = time.perf_counter()
     finished, chunk = True, first_chunk
+
+    def checkpoint() -> None:
+        if checkpoints is not None:
+            meta = {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run}
+            checkpoints.save(chunk, jax.block_until_ready(states), meta)
+
     try:
         while chunk < n_chunks:
             states = chunk_fn(states, coords, data, jnp.int32(chunk * per_chunk))
@@ -202,17 +199,15 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
             steps_run = done
             last = chunk == n_chunks or active == 0
             stop_now = stop_after_chunks is not None and chunk - first_chunk >= stop_after_chunks and not last
-            if checkpoints is not None and (last or stop_now or chunk % cfg.execution.checkpoint_every == 0):
-                checkpoints.save(chunk, states, {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run})
+            if last or stop_now or chunk % cfg.execution.checkpoint_every == 0:
+                checkpoint()
             if last:
                 break
             if stop_now:
                 finished = False
                 break
     except KeyboardInterrupt:
-        if checkpoints is not None:
-            jax.block_until_ready(states)
-            checkpoints.save(chunk, states, {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run})
+        checkpoint()
         raise Interrupted(f"interrupted after {steps_run:,} of {n_steps:,} steps") from None
     finally:
         progress.close()
@@ -226,7 +221,18 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
     return Result(groups, states, train.logged_intervals(cfg), timing, finished)
 
 
-class _checkpoints:
+def _given_params(group: GroupModels, tree: Any, n_devices: int) -> Any:
+    """A group's given initial parameters, checked against its model count and padded; or None."""
+    if tree is None:
+        return None
+    tree = jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
+    sizes = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
+    if sizes != {group.n_models}:
+        raise ValueError(f"initial_params[{group.group.name!r}]: leading axis {sizes}, the group has {group.n_models} models")
+    return padded(tree, n_devices)
+
+
+class Checkpoints:
     """The run's orbax CheckpointManager: the whole state (a pytree) and a little JSON."""
 
     def __init__(self, directory: Path, cfg: Config):

@@ -107,3 +107,18 @@ def test_wilson_interval_and_clusters():
     assert (round(low, 3), round(high, 3)) == (0.49, 0.943)  # the textbook values for 8/10
     assert report.wilson_interval(0, 10)[0] == 0.0 and report.wilson_interval(10, 10)[1] == pytest.approx(1.0)
     assert report.clusters([0.0658, 0.0659, 0.0050, 0.0662, 0.0049, 0.9]) == [(0.0659, 3), (pytest.approx(0.00495), 2), (0.9, 1)]
+
+
+@pytest.mark.parametrize("overrides", [
+    ['groups.narrow.optim={name="adam", lr=0.01}', 'groups.wide.optim={name="adam", lr=0.01}'],
+    ["optim.momentum=0.9", "optim.lr=0.01", "model.activation=relu"],
+    ['schedule={name="step", step_size=100, gamma=0.5, interval="step"}'],
+], ids=["adam", "sgd-momentum-relu", "step-decay"])
+def test_other_optimisers_activations_and_schedules_come_from_config(overrides):
+    """The engine is not tied to the seed's choices: each of these trains (finite losses that move)."""
+    result = sweep.run(small("stepfit", *overrides), quiet=True)
+    for state in result.states:
+        final, start = np.asarray(state.final["val_loss"]), np.asarray(state.val_init)
+        assert np.all(np.isfinite(final)) and np.any(np.abs(final - start) > 1e-3)
+    if "interval" in overrides[0]:
+        np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), 0.1 * 0.5**2)  # steps 200..299

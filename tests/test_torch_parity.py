@@ -120,12 +120,14 @@ def sumsq_batches(n_steps: int, seed: int = 0):
 
 # Tolerances. Both sides compute in float32 with different summation orders (torch's mean and
 # matmul kernels vs XLA's), so each step differs in the last bits and those differences are
-# carried forward. Over 1800 Adam steps the parameters then agree to ~1e-5 of their scale
-# and the losses to ~1e-4 relative; over 3000 SGD steps of the step nets, to ~1e-4 absolute. A
-# real semantic difference (an lr off by one step, a missed scheduler step, another dropout
-# site, Adam's eps inside the sqrt) moves them by orders of magnitude more.
-SUMSQ_RTOL_LOSS, SUMSQ_RTOL_PARAMS = 1e-3, 1e-4
-STEPFIT_ATOL = 1e-3
+# carried forward. Measured here (torch 2.13.0 CPU, jax 0.10.2): sumsq over 1800 Adam steps,
+# losses within 2.0e-5 relative and parameters within 8.7e-9 of their largest value (while
+# training moves them by 3.9e-4 of it); stepfit over 3000 steps, losses within 1.8e-7 (narrow)
+# and 4.2e-5 (wide, cyclic) and parameters within 2.4e-7 / 1.1e-6. The tolerances sit 5-100x
+# above those and far below what a semantic slip (an lr one step off, a missed scheduler step,
+# Adam's eps inside the sqrt) produces.
+SUMSQ_RTOL_LOSS, SUMSQ_RTOL_PARAMS = 2e-4, 1e-6
+STEPFIT_ATOL_LOSS, STEPFIT_ATOL_PARAMS = 2e-4, 2e-5
 
 
 def test_sumsq_adam_step_lr_trajectory_matches_torch():
@@ -165,8 +167,8 @@ def test_stepfit_trajectories_match_torch(group_index, cyclic):
         y = tasks.step_target(stepfit, x)
         torch_losses = ref.train_stepfit(net, x, y, cyclic)
         final, losses = jax_trajectory(cfg, group_index, models.from_torch(group.model, start), jnp.asarray(x), jnp.asarray(y))
-        np.testing.assert_allclose(np.asarray(losses), torch_losses, atol=STEPFIT_ATOL)
-        np.testing.assert_allclose(flat(final), flat(models.from_torch(group.model, ref.state_numpy(net))), atol=STEPFIT_ATOL)
+        np.testing.assert_allclose(np.asarray(losses), torch_losses, atol=STEPFIT_ATOL_LOSS)
+        np.testing.assert_allclose(flat(final), flat(models.from_torch(group.model, ref.state_numpy(net))), atol=STEPFIT_ATOL_PARAMS)
         moved += abs(torch_losses[-1] - torch_losses[0]) > 0.05
     assert moved >= 1  # at least one seed actually learned, so the comparison is not of frozen nets
 
