@@ -156,6 +156,7 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
                 new_params[k], new_moments[k] = params[k] - 1e-4 * update, (m, v)
             return new_params, new_moments, loss
     else:
+        moments = None  # plain SGD keeps no state
         step_grad = vmap(grad_and_value(loss_of))
         val_of = vmap(lambda p: ((functional_call(base, (p,), (grid,)) - target) ** 2).mean())
 
@@ -176,7 +177,6 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
         lr = _cyclic_lr(i) if workload == "stepfit_wide" else 0.1
         return inp, torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0, torch.tensor(lr)
 
-    moments = moments if workload == "sumsq" else None
     start = time.perf_counter()
     params, moments, _ = step(params, moments, *batch(0))  # warm-up (and compile)
     compile_s = time.perf_counter() - start

@@ -89,12 +89,11 @@ class Result:
 class Progress:
     """A tqdm bar on a terminal; elsewhere (CI, logs, nohup) a plain line every 30 s."""
 
-    def __init__(self, total_steps: int, n_models: int, quiet: bool):
-        self.total, self.n_models, self.quiet = total_steps, n_models, quiet
-        self.interactive = sys.stderr.isatty()
+    def __init__(self, total_steps: int, n_models: int, quiet: bool, done: int = 0):
+        self.total, self.n_models, self.quiet, self.first = total_steps, n_models, quiet, done
         self.start = self.last_line = time.perf_counter()
-        self.bar = tqdm(total=total_steps, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr) \
-            if not quiet and self.interactive else None
+        self.bar = tqdm(total=total_steps, initial=done, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr) \
+            if not quiet and sys.stderr.isatty() else None
 
     def update(self, done: int, previous: int, active: int, diverged: int) -> None:
         if self.bar is not None:
@@ -105,7 +104,7 @@ class Progress:
         if self.quiet or (now - self.last_line < 30 and done < self.total):
             return
         self.last_line = now
-        rate = done / max(now - self.start, 1e-9)
+        rate = (done - self.first) / max(now - self.start, 1e-9)
         eta = (self.total - done) / max(rate, 1e-9)
         print(f"step {done:,}/{self.total:,} ({100 * done / self.total:.0f}%), {rate * self.n_models:,.0f} model-steps/s, "
               f"{active} active, {diverged} diverged, ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
@@ -180,7 +179,7 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
     n_chunks = -(-n_intervals // per_chunk)
     steps_per_chunk = per_chunk * cfg.steps_per_epoch * cfg.train.eval_every
     n_steps = train.total_steps(cfg)
-    progress = Progress(n_steps, sum(g.n_models for g in groups), quiet)
+    progress = Progress(n_steps, sum(g.n_models for g in groups), quiet, steps_run)
     start = time.perf_counter()
     finished, chunk = True, first_chunk
 

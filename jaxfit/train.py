@@ -153,7 +153,6 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     shapes = models.template(module, task)
     steps_per_epoch = cfg.steps_per_epoch
     n_steps = total_steps(cfg)
-    n_intervals = cfg.n_intervals
     chunk = chunk_intervals(cfg)
     logged = jnp.asarray(logged_intervals(cfg), jnp.int32)
     n_logged = int(logged.shape[0])
