@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxfit import tasks
 from jaxfit.config import MLP, SharedSubnet, SumsqTask
 
 Params = dict
@@ -34,11 +35,11 @@ def fixed_order_sum(values: jax.Array) -> jax.Array:
 
 
 def fused_dense_product(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None) -> jax.Array:
-    """nn.Dense's contraction (inputs [..., K] x kernel [K, N]) as a broadcast multiply and a
-    fixed-order sum over K. These nets have K of 1 to 64 and N of 1 to 14: as a dot, XLA
-    writes every [models, batch, inputs, hidden] intermediate to memory; as elementwise work it
-    fuses the whole subnet into one loop, several times faster on CPU, and bitwise independent
-    of how many models are vmapped."""
+    """nn.Dense's contraction (inputs [..., K] x kernel [K, N]). With K = 1 (the first layer of
+    both experiments) it is a broadcast multiply, which XLA fuses with the activation and
+    dropout around it; as a dot with an inner size of 1 it wrote every [models, batch, inputs,
+    hidden] intermediate to memory (2.6x slower for sumsq on CPU). Larger K stays a dot: a
+    multiply-and-sum measured slower there."""
     (contract_lhs, contract_rhs), batch = dimension_numbers
     assert contract_lhs == (lhs.ndim - 1,) and contract_rhs == (0,) and batch == ((), ()), dimension_numbers
     if lhs.shape[-1] == 1:
@@ -151,13 +152,9 @@ def build(model: SharedSubnet | MLP, task) -> nn.Module:
     return TwoLayerNet(model)
 
 
-def n_inputs(task) -> int:
-    return task.n_inputs if isinstance(task, SumsqTask) else 1
-
-
 def template(module: nn.Module, task) -> Params:
     """A parameter tree of the right shapes (values are overwritten by an init scheme)."""
-    x = jnp.zeros((1, n_inputs(task)), jnp.float32)
+    x = jnp.zeros((1, tasks.n_inputs(task)), jnp.float32)
     return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))["params"]
 
 

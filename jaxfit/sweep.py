@@ -149,7 +149,7 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
     per_model, replicated, n_devices = _mesh()
     data = tasks.make_data(cfg.task, cfg.train.eval_batch_size)
     if batches is not None:
-        data = tasks.with_batches(data, *batches, train.total_steps(cfg), cfg.train.batch_size)
+        data = tasks.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]

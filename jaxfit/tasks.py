@@ -108,13 +108,18 @@ def make_data(task: SumsqTask | StepfitTask, eval_chunk: int) -> SumsqData | Ste
     return stepfit_data(task, eval_chunk)
 
 
-def with_batches(data, x: np.ndarray, y: np.ndarray, n_steps: int, batch_size: int):
+def n_inputs(task: SumsqTask | StepfitTask) -> int:
+    """Inputs per sample: sumsq's n_inputs, stepfit's one x."""
+    return task.n_inputs if isinstance(task, SumsqTask) else 1
+
+
+def with_batches(task, data, x: np.ndarray, y: np.ndarray, n_steps: int, batch_size: int):
     """Train on given batches instead of the task's own: step t uses (x[t], y[t]), for every
     model (e.g. the batch order of a PyTorch run). x: [steps, batch, inputs], y: [steps, batch, 1]."""
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-    n_inputs = data.train_x.shape[1] if isinstance(data, SumsqData) else 1
-    if x.ndim != 3 or x.shape[0] < n_steps or x.shape[1:] != (batch_size, n_inputs) or y.shape != (*x.shape[:2], 1):
-        raise ValueError(f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {batch_size}, {n_inputs}] and y [..., {batch_size}, 1]")
+    width = n_inputs(task)
+    if x.ndim != 3 or x.shape[0] < n_steps or x.shape[1:] != (batch_size, width) or y.shape != (*x.shape[:2], 1):
+        raise ValueError(f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {batch_size}, {width}] and y [..., {batch_size}, 1]")
     return data._replace(batches=(x, y))
 
 
