@@ -143,6 +143,7 @@ def load_params(arrays: Any, group: str, kind: str) -> dict:
 def write_run(out: Path, cfg: config_lib.Config, result: sweep.Result) -> str:
     """Write every file of a run into `out`; return the summary table."""
     summary = {"run": run_info(cfg, result), "models": model_entries(cfg, result)}
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
     atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=1))
     atomic_write(out / "history.npz", lambda f: np.savez(f, **history_arrays(cfg, result)), binary=True)

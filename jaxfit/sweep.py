@@ -161,7 +161,7 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
 
     def chunk_all(states, coords, data, first_interval):
         return [
-            jax.vmap(run_chunk, in_axes=(0, 0, None, None))(s, c, data, first_interval)
+            jax.vmap(run_chunk, in_axes=(0, 0, None, None), axis_name=train.MODELS_AXIS)(s, c, data, first_interval)
             for (_, run_chunk), s, c in zip(trainers, states, coords)
         ]
 

@@ -25,11 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxfit import models, optim, tasks
+from jaxfit import models, optim, piecewise, tasks
 from jaxfit.config import Config, Group
 from jaxfit.models import fixed_order_sum
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
+MODELS_AXIS = "models"  # the vmapped (and sharded) axis of a group's models; run_chunk is vmapped with this name
 METRICS = ("train_loss", "val_loss", "train_eval_loss", "lr")
 
 
@@ -158,6 +159,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     n_logged = int(logged.shape[0])
     stop_loss = train.stop_loss
     nan = jnp.float32(jnp.nan)
+    grid = piecewise.grid_for(task, group.model, train.eval_batch_size)
 
     def evaluate(params, data) -> dict[str, jax.Array]:
         return {name: mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
@@ -216,30 +218,40 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         params, opt_state, active, steps_done, diverged_step, loss_sum = scan(train_epoch, carry, epochs)
 
         trained = steps_done > state.steps_done  # this interval moved the model
+        just_diverged = (diverged_step >= 0) & (state.diverged_step < 0)
         first_step = interval * train.eval_every * steps_per_epoch
         lr = optim.learning_rate(group.schedule, coords.hp, first_step, steps_per_epoch)
-        evals = evaluate(params, data)
+        slot = jnp.searchsorted(logged, interval)
+        slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
+        if grid is None:
+            evals = evaluate(params, data)
+            ranking = evals["val"]
+        else:  # evaluate directly only where the value could matter, for any model of the group
+            ranking, margin = piecewise.bound(params, group.model, grid)
+            could_stop = (ranking - margin <= stop_loss) if stop_loss is not None else jnp.bool_(False)
+            matters = (slot < n_logged) | just_diverged | (active & could_stop)
+            any_matters = jax.lax.psum(matters.astype(jnp.int32), MODELS_AXIS) > 0
+            evals = jax.lax.cond(any_matters, lambda: evaluate(params, data), lambda: {"val": ranking})
         train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
         record = metrics(train_loss, evals, lr)
 
         reached = active & (evals["val"] <= stop_loss) if stop_loss is not None else jnp.bool_(False)
-        better = trained & (evals["val"] < state.best_val)
-        slot = jnp.searchsorted(logged, interval)
-        slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
+        better = trained & (ranking < state.best_val)
         history = {name: state.history[name].at[slot].set(jnp.where(trained, record[name], nan)) for name in METRICS}
+        final = _where(trained, record, state.final)
         return ModelState(
             params=params,
             opt_state=opt_state,
             first_params=_where(interval == 0, params, state.first_params),
             best_params=_where(better, params, state.best_params),
-            best_val=jnp.where(better, evals["val"], state.best_val),
+            best_val=jnp.where(better, ranking, state.best_val),
             best_step=jnp.where(better, steps_done, state.best_step),
             val_init=state.val_init,
             active=active & ~reached,
             steps_done=steps_done,
             stop_step=jnp.where(reached, steps_done, state.stop_step),
             diverged_step=diverged_step,
-            final=_where(trained, record, state.final),
+            final={**final, "val_loss": jnp.where(just_diverged, evals["val"], final["val_loss"])},
             history=history,
         )
 
