@@ -11,11 +11,12 @@ r(i) = A (i - c) + E around the piece's centre c, and the piece's squared error 
 -- a sum of positive terms, so float32 keeps it accurate. About 2H + 4 pieces replace 5001 points
 (the arithmetic of each validation falls ~100x).
 
-Its rounding differs from the direct sum, so `train.py` uses it only as a filter: `bound` also
+Its rounding differs from the direct sum, so `train.py` uses it as a filter: `bound` also
 returns an error margin (a bound on |closed form - direct| from the parameters' magnitudes), and
-a validation whose value could decide anything -- a stop, a new best, a logged or final value
--- is computed directly. Every number a run reports is therefore the direct computation's, bit
-for bit; the closed form only skips evaluations that cannot change them.
+a validation whose value could decide a stop, or that is logged or final, is computed directly;
+stop steps, histories and final losses are the direct computation's bits. The best parameters
+are ranked by the closed form (the same loss, rounded differently), which is what lets most
+steps skip the direct evaluation.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.config import MLP, StepfitTask
 from jaxfit import tasks
+from jaxfit.config import MLP, StepfitTask
 
 EPSILON = float(np.finfo(np.float32).eps) / 2  # unit roundoff
 

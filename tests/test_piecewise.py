@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxfit import config, models, piecewise, sweep, train
+from jaxfit import config, models, piecewise, sweep, tasks, train
 from jaxfit.config import MLP
 from tests.conftest import small
 
@@ -19,7 +19,7 @@ def test_closed_form_is_within_its_margin_of_the_direct_loss(width, activation, 
     assert grid is not None and grid.n == 5001 and grid.step == 501  # 0.1 * 1000 rounds to 100: not above the step
     module = models.build(model, cfg.task)
     shapes = models.template(module, cfg.task)
-    eval_set = piecewise.tasks.make_data(cfg.task, cfg.train.eval_batch_size).eval_sets["val"]
+    eval_set = tasks.make_data(cfg.task, cfg.train.eval_batch_size).eval_sets["val"]
 
     def both(key, scale):
         leaves, treedef = jax.tree.flatten(shapes)
@@ -47,7 +47,12 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
     cfg = small("stepfit", "train.steps=3000", "train.stop_loss=0.07", "sweep.n_seeds=8")
     fast = sweep.run(cfg, quiet=True)
     bound = piecewise.bound
-    monkeypatch.setattr(piecewise, "bound", lambda *args: (bound(*args)[0], bound(*args)[1] + 1e30))  # every validation direct
+
+    def huge_margin(*args):  # every validation direct, in the same program
+        loss, margin = bound(*args)
+        return loss, margin + 1e30
+
+    monkeypatch.setattr(piecewise, "bound", huge_margin)
     direct = sweep.run(cfg, quiet=True)
     stops = np.concatenate([np.asarray(s.stop_step) for s in direct.states])
     assert np.any(stops > 0) and np.any(stops < 0)  # both cases exercised
