@@ -190,7 +190,7 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
 # ----------------------------------------------------------------------------- driver
 
 
-def steps_for(implementation: str, workload: str, quick: bool) -> int:
+def steps_for(implementation: str, workload: str, n_models: int, quick: bool) -> int:
     """Steps to time: enough for a second or more of work, fewer for the slow loops."""
     table = {
         ("jaxfit", "sumsq"): 1800, ("jaxfit", "stepfit_wide"): 20000, ("jaxfit", "stepfit_narrow"): 20000,
@@ -199,6 +199,8 @@ def steps_for(implementation: str, workload: str, quick: bool) -> int:
         ("torch_compile", "sumsq"): 300, ("torch_compile", "stepfit_wide"): 3000, ("torch_compile", "stepfit_narrow"): 3000,
     }
     steps = table[(implementation, workload)]
+    if implementation == "jaxfit" and workload == "sumsq" and n_models >= 1000:
+        steps = 900  # one epoch: 0.9M model-steps, minutes on a 2-core CPU
     if quick:
         steps = 900 if workload == "sumsq" and implementation == "jaxfit" else max(20, steps // 10)
     return steps
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts = sorted(set(counts) | {20})
             for n in counts:
                 specs.append({"implementation": implementation, "workload": workload, "n_models": n,
-                              "steps": steps_for(implementation, workload, args.quick), "threads": args.threads})
+                              "steps": steps_for(implementation, workload, n, args.quick), "threads": args.threads})
     rows = []
     for spec in specs:
         row = run_isolated(spec, args.timeout)

@@ -34,16 +34,39 @@ def fixed_order_sum(values: jax.Array) -> jax.Array:
     return values[..., 0]
 
 
+@jax.custom_vjp
+def outer_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    """lhs [..., 1] x rhs [1, N] as a broadcast multiply. Its gradients are written as the dots
+    they are: autodiff of the multiply gives reduce(broadcast(lhs) * cotangent), which XLA on CPU
+    materialises at [models, batch, inputs, hidden] before reducing (sumsq: 25 % of a step)."""
+    return lhs * rhs[0]
+
+
+def _outer_product_forward(lhs: jax.Array, rhs: jax.Array) -> tuple[jax.Array, tuple]:
+    return lhs * rhs[0], (lhs, rhs)
+
+
+def _outer_product_backward(residuals: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    lhs, rhs = residuals
+    rows = tuple(range(lhs.ndim - 1))
+    d_rhs = jax.lax.dot_general(lhs, cotangent, ((rows, rows), ((), ())))  # [1, N]
+    d_lhs = jax.lax.dot_general(cotangent, rhs, (((cotangent.ndim - 1,), (1,)), ((), ())))  # [..., 1]
+    return d_lhs, d_rhs
+
+
+outer_product.defvjp(_outer_product_forward, _outer_product_backward)
+
+
 def fused_dense_product(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None) -> jax.Array:
     """nn.Dense's contraction (inputs [..., K] x kernel [K, N]). With K = 1 (the first layer of
-    both experiments) it is a broadcast multiply, which XLA fuses with the activation and
-    dropout around it; as a dot with an inner size of 1 it wrote every [models, batch, inputs,
-    hidden] intermediate to memory (2.6x slower for sumsq on CPU). Larger K stays a dot: a
+    both experiments) it is `outer_product`, which XLA fuses with the activation and dropout
+    around it; as a dot with an inner size of 1 it wrote every [models, batch, inputs, hidden]
+    intermediate to memory (2.6x slower for sumsq on CPU). Larger K stays a dot: a
     multiply-and-sum measured slower there."""
     (contract_lhs, contract_rhs), batch = dimension_numbers
     assert contract_lhs == (lhs.ndim - 1,) and contract_rhs == (0,) and batch == ((), ()), dimension_numbers
     if lhs.shape[-1] == 1:
-        return lhs * rhs[0]
+        return outer_product(lhs, rhs)
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type)
 
 

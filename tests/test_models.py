@@ -107,3 +107,22 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     for x, y in ((kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, b != 0)):
         assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(n)
     np.testing.assert_array_equal(models.Dropout(p, deterministic=True).apply({}, ones), ones)
+
+
+def test_outer_product_gradients_are_those_of_the_broadcast_multiply():
+    """The hand-written backward (dots) against autodiff of lhs * rhs[0], under a vmap with the
+    kernel shared (as nn.vmap shares the subnet) and one without."""
+    key_lhs, key_rhs, key_cot = jax.random.split(jax.random.key(3), 3)
+    lhs = jax.random.normal(key_lhs, (64, 100, 1))
+    rhs = jax.random.normal(key_rhs, (1, 14))
+    cotangent = jax.random.normal(key_cot, (64, 100, 14))
+
+    def loss(product):
+        return lambda lhs, rhs: jnp.sum(jax.vmap(product, in_axes=(0, None))(lhs, rhs) * cotangent)
+
+    ours = jax.grad(loss(models.outer_product), argnums=(0, 1))(lhs, rhs)
+    plain = jax.grad(loss(lambda a, b: a * b[0]), argnums=(0, 1))(lhs, rhs)
+    for a, b in zip(ours, plain):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(models.outer_product(lhs, rhs), lhs * rhs[0])
