@@ -38,7 +38,7 @@ def fixed_order_sum(values: jax.Array) -> jax.Array:
 def outer_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
     """lhs [..., 1] x rhs [1, N] as a broadcast multiply. Its gradients are written as the dots
     they are: autodiff of the multiply gives reduce(broadcast(lhs) * cotangent), which XLA on CPU
-    materialises at [models, batch, inputs, hidden] before reducing (sumsq: 25 % of a step)."""
+    materialises at [models, inputs, batch, hidden] before reducing (37 % of a sumsq step)."""
     return lhs * rhs[0]
 
 
