@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit import config, models, train
+from jaxfit import config, models, tasks, train
 
 SEED_FC1_W = [0.1, -0.1, 0.5, -0.5, 0.6, -0.6, 1.5, -1.5, 3.9, -3.9, 2.0, -2.0, 5.0, 1.0]
 SEED_FC1_B = [0, 0, -0.05, -0.05, -0.24, -0.24, -1.35, -1.35, -8.58, -8.58, -7.8, -7.8, -27.5, -7.1]
@@ -68,9 +68,9 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 
 
 def test_dropout_masks_differ_across_the_64_shared_subnets():
-    """Flax vmap splits the dropout key per input: the 64 copies of the subnet must not share
-    one mask. With dropout only on the hidden layer and identical inputs, the 64 subnet outputs
-    would all be equal if the masks were shared."""
+    """The 64 copies of the subnet must not share one mask. With dropout only on the hidden
+    layer and identical inputs, the 64 subnet outputs would all be equal if the masks were
+    shared."""
     cfg = config.load("sumsq", ["model.dropout_inputs=0", "model.dropout_outputs=0", "model.dropout_hidden=0.5"])
     model = cfg.groups[0].model
     module, params = sumsq_params(cfg)
@@ -107,11 +107,23 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     for x, y in ((kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, b != 0)):
         assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(n)
     np.testing.assert_array_equal(models.Dropout(p, deterministic=True).apply({}, ones), ones)
+    # the gradient (with the mask kept from the forward pass) is the mask's, scaled
+    grad = jax.grad(lambda x: jnp.sum(models.Dropout(p, deterministic=False).apply({}, x, rngs={"dropout": jax.random.key(0)})))(ones)
+    np.testing.assert_array_equal(np.asarray(grad), a)
+
+
+def test_epoch_order_is_a_fresh_permutation_every_epoch():
+    data = tasks.sumsq_data(config.load("sumsq").task, 2000)
+    key = jax.random.key(5)
+    first, again, second = (np.asarray(tasks.sumsq_epoch_order(data, key, jnp.int32(e))) for e in (0, 0, 1))
+    np.testing.assert_array_equal(np.sort(first), np.arange(90_000))
+    np.testing.assert_array_equal(first, again)
+    assert np.mean(first == second) < 0.001 and abs(np.corrcoef(first, np.arange(90_000))[0, 1]) < 0.02
 
 
 def test_outer_product_gradients_are_those_of_the_broadcast_multiply():
     """The hand-written backward (dots) against autodiff of lhs * rhs[0], under a vmap with the
-    kernel shared (as nn.vmap shares the subnet) and one without."""
+    kernel shared (as a vmap over the inputs would share it) and one without."""
     key_lhs, key_rhs, key_cot = jax.random.split(jax.random.key(3), 3)
     lhs = jax.random.normal(key_lhs, (64, 100, 1))
     rhs = jax.random.normal(key_rhs, (1, 14))
