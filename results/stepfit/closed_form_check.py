@@ -68,7 +68,7 @@ def main(run_dir: Path) -> int:
         "differing_arrays": differing_arrays,
         "direct_run_seconds": round(seconds, 1),
     }
-    (run_dir / "closed_form_check.json").write_text(json.dumps(check, indent=1) + "\n")
+    report.atomic_write(run_dir / "closed_form_check.json", lambda f: f.write(json.dumps(check, indent=1) + "\n"))
     same = not differing and not differing_arrays
     print(f"{len(committed)} models, {check['models_reaching_threshold']} reached the threshold: "
           + ("every stop step, loss, history and parameter identical" if same else f"{len(differing)} values and {differing_arrays} differ"))
