@@ -75,11 +75,12 @@ def Dense(features: int, name: str) -> nn.Dense:  # noqa: N802 (a Flax module, n
     return nn.Dense(features, name=name, dot_general=fused_dense_product)
 
 
-def counter_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def counter_bits(key: jax.Array, shape: tuple[int, ...], offset: int = 0) -> jax.Array:
     """Uniform uint32 bits for every element of `shape`: murmur3's 32-bit finaliser applied
-    twice to (element index, key), a counter-based generator about ten times cheaper than
-    threefry on CPU (dropout draws ~100k numbers per sumsq step). Keys come from Flax's rng
-    streams (threefry), so streams stay independent across steps, models and dropout sites."""
+    twice to (counter, key), a counter-based generator about ten times cheaper than threefry on
+    CPU (dropout draws ~100k numbers per sumsq step). Elements are counters offset, offset + 1,
+    ...: draws from one key on disjoint counter ranges are independent. Keys come from Flax's
+    rng streams (threefry), so streams stay independent across steps and models."""
 
     def mix(h):
         h = h ^ (h >> 16)
@@ -89,7 +90,7 @@ def counter_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         return h ^ (h >> 16)
 
     words = jax.random.key_data(key).astype(jnp.uint32).reshape(-1)
-    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
+    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + np.uint32(offset)
     return mix(mix(index * np.uint32(0x9E3779B9) + words[0]) ^ words[1])
 
 
@@ -113,10 +114,17 @@ def _apply_mask_backward(keep: float, kept: jax.Array, cotangent: jax.Array) -> 
 apply_mask.defvjp(_apply_mask_forward, _apply_mask_backward)
 
 
+def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, offset: int = 0) -> jax.Array:
+    """True where an element is kept: each independently with probability 1 - rate, as
+    counter_bits < round((1 - rate) * 2^32)."""
+    threshold = np.uint32(min(round((1.0 - rate) * 2.0**32), 2**32 - 1))
+    return counter_bits(key, shape, offset) < threshold
+
+
 class Dropout(nn.Module):
     """torch.nn.Dropout's semantics: in training, each element kept independently with
     probability 1 - rate and scaled by 1 / (1 - rate), else zero; identity in eval mode. Bits
-    from `counter_bits`; keep iff bits < round((1 - rate) * 2^32)."""
+    from `dropout_mask`."""
 
     rate: float
     deterministic: bool
@@ -125,9 +133,12 @@ class Dropout(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.deterministic or self.rate == 0.0:
             return x
-        keep = 1.0 - self.rate
-        threshold = np.uint32(min(round(keep * 2.0**32), 2**32 - 1))
-        return apply_mask(x, counter_bits(self.make_rng("dropout"), x.shape) < threshold, keep)
+        return apply_mask(x, dropout_mask(self.make_rng("dropout"), x.shape, self.rate), 1.0 - self.rate)
+
+
+def slope(model: SharedSubnet | MLP) -> float:
+    """The activation's slope for inputs <= 0: 0 for ReLU."""
+    return 0.0 if model.activation == "relu" else model.negative_slope
 
 
 def activation(model: SharedSubnet | MLP) -> Callable[[jax.Array], jax.Array]:
@@ -138,20 +149,97 @@ def activation(model: SharedSubnet | MLP) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.where(x > 0, x, slope * x)
 
 
+def sum_leading(values: jax.Array) -> jax.Array:
+    """Sum over the first axis, left to right, as adds of whole slices: elementwise, in an
+    order fixed by the shape, and fused by XLA with whatever produces `values`."""
+    total = values[0]
+    for index in range(1, values.shape[0]):
+        total = total + values[index]
+    return total
+
+
+def _per_unit(values: jax.Array, x: jax.Array) -> jax.Array:
+    """[width] -> [width, 1, ..., 1], to broadcast against [width, *x.shape]."""
+    return values[(slice(None),) + (None,) * x.ndim]
+
+
+def _activation_gate(values: jax.Array, positive: jax.Array, kept: jax.Array | None, slope: float) -> jax.Array:
+    """values * act'(pre) * kept, as selects: act'(pre) is 1 where pre > 0, else `slope`."""
+    zero = jnp.zeros((), values.dtype)
+    gated = jnp.where(positive, values, zero if slope == 0.0 else jnp.asarray(slope, values.dtype) * values)
+    return gated if kept is None else jnp.where(kept, gated, zero)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def subnet_apply(x: jax.Array, kept: jax.Array | None, params: Params, slope: float, keep: float) -> jax.Array:
+    """fc2(dropout(act(fc1(x)))) for a scalar input at every position of x: the sumsq subnet,
+    with act = ReLU (slope 0) or LeakyReLU, `kept` the hidden dropout mask [width, *x.shape]
+    (None: no dropout) and `keep` = 1 - p.
+
+    Written out rather than as Dense layers for XLA on CPU: with the hidden units on the
+    leading axis, the sum over them is adds of whole slices that fuse with fc1, the activation
+    and the mask; the backward pass keeps only boolean masks and needs two reductions over
+    positions, as act is piecewise linear (act(pre) = act'(pre) * pre gives fc2's kernel
+    gradient from the sums for fc1's). As Dense layers on a trailing [..., width] axis, fc2,
+    its gradients and fc1's gradients were each a pass over a [models, batch, inputs, width]
+    tensor: 1.8x slower for a sumsq step."""
+    return _subnet_forward(x, kept, params, slope, keep)[0]
+
+
+def _subnet_forward(x, kept, params, slope, keep):
+    fc1, fc2 = params["fc1"], params["fc2"]
+    pre = _per_unit(fc1["kernel"][0], x) * x[None] + _per_unit(fc1["bias"], x)
+    positive = pre > 0
+    if slope == 0.0 and kept is not None:  # one mask: kept and positive
+        positive, kept = positive & kept, None
+    hidden = _activation_gate(pre / jnp.asarray(keep, x.dtype), positive, kept, slope)
+    out = sum_leading(_per_unit(fc2["kernel"][:, 0], x) * hidden) + fc2["bias"][0]
+    return out, (x, positive, kept, params)
+
+
+def _subnet_backward(slope, keep, residuals, cotangent):
+    x, positive, kept, params = residuals
+    fc1, fc2 = params["fc1"], params["fc2"]
+    positions = tuple(range(1, x.ndim + 1))
+    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep
+    u = jnp.sum(_activation_gate((cotangent * x)[None], positive, kept, slope), axis=positions) / keep
+    v = jnp.sum(_activation_gate(cotangent[None], positive, kept, slope), axis=positions) / keep
+    w1, b1, w2 = fc1["kernel"][0], fc1["bias"], fc2["kernel"][:, 0]
+    d_params = {
+        "fc1": {"kernel": (w2 * u)[None, :], "bias": w2 * v},
+        "fc2": {"kernel": (w1 * u + b1 * v)[:, None], "bias": jnp.sum(cotangent).reshape(1)},
+    }
+    d_x = cotangent * sum_leading(_activation_gate(_per_unit(w2 * w1 / keep, x), positive, kept, slope))
+    return d_x, None, d_params
+
+
+subnet_apply.defvjp(_subnet_forward, _subnet_backward)
+
+
 class Subnet(nn.Module):
-    """g(x): Dense(1->width) -> act -> dropout -> Dense(width->1), applied to the last axis of
-    x [..., 1]: given [batch, n_inputs, 1], the same parameters act on every input."""
+    """g(x) = fc2(dropout(act(fc1(x)))), fc1 = Dense(1->width), fc2 = Dense(width->1), applied
+    to every element of x [...] with the same parameters; `kept` [width, *x.shape] is the
+    hidden units' dropout mask (None: no dropout) and `keep` = 1 - p."""
 
     width: int
-    act: Callable
-    dropout_hidden: float
-    train: bool
+    negative_slope: float  # 0 for ReLU
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = self.act(Dense(self.width, name="fc1")(x))
-        h = Dropout(self.dropout_hidden, deterministic=not self.train)(h)
-        return Dense(1, name="fc2")(h)
+    def __call__(self, x: jax.Array, kept: jax.Array | None = None, keep: float = 1.0) -> jax.Array:
+        params = {"fc1": DenseParams(1, self.width, name="fc1")(), "fc2": DenseParams(self.width, 1, name="fc2")()}
+        return subnet_apply(x, kept, params, self.negative_slope, keep if kept is not None else 1.0)
+
+
+class DenseParams(nn.Module):
+    """The parameters of a Dense(in_features -> features) layer, under nn.Dense's names."""
+
+    in_features: int
+    features: int
+
+    @nn.compact
+    def __call__(self) -> dict:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features), jnp.float32)
+        return {"kernel": kernel, "bias": self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)}
 
 
 class SharedSubnetSum(nn.Module):
@@ -159,10 +247,12 @@ class SharedSubnetSum(nn.Module):
     dropout masks independent), then Dense(n_inputs->1). Dropout where the seed has it: on the
     raw inputs, on the hidden layer, on the subnet outputs.
 
-    The subnet is mapped over the inputs by broadcasting (Dense acts on the last axis, one
-    dropout mask over all [batch, n_inputs, width] hidden units), which is what `nn.vmap` over
-    the inputs computes; measured side by side, nn.vmap was 15-20 % slower for sumsq on CPU
-    (a threefry key split per input and a [n_inputs, batch] layout for the backward pass)."""
+    The subnet is mapped over the inputs by broadcasting (its parameters act on every element
+    of [batch, n_inputs], one dropout mask over all [width, batch, n_inputs] hidden units),
+    which is what `nn.vmap` over the inputs computes; measured side by side, nn.vmap was 15-20 %
+    slower for sumsq on CPU (a threefry key split per input, a [n_inputs, batch] layout for the
+    backward pass). The three dropout masks come from one key on disjoint counter ranges: a
+    threefry key per site cost ~12 % of a sumsq step on CPU."""
 
     config: SharedSubnet
     n_inputs: int
@@ -170,10 +260,20 @@ class SharedSubnetSum(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:  # [batch, n_inputs] -> [batch, 1]
         cfg = self.config
-        x = Dropout(cfg.dropout_inputs, deterministic=not train)(x)
-        g = Subnet(cfg.width, activation(cfg), cfg.dropout_hidden, train, name="subnet")(x[..., None])[..., 0]
-        g = Dropout(cfg.dropout_outputs, deterministic=not train)(g)
-        return Dense(1, name="fc3")(g)
+        rates = (cfg.dropout_inputs, cfg.dropout_hidden, cfg.dropout_outputs)
+        key = self.make_rng("dropout") if train and any(rates) else None
+        hidden_shape = (cfg.width, *x.shape)
+        offsets = (0, x.size, x.size + int(np.prod(hidden_shape)))  # the three sites' counters
+
+        def mask(shape, site):
+            return None if key is None or rates[site] == 0.0 else dropout_mask(key, shape, rates[site], offsets[site])
+
+        def dropout(values, site):
+            kept = mask(values.shape, site)
+            return values if kept is None else apply_mask(values, kept, 1.0 - rates[site])
+
+        g = Subnet(cfg.width, slope(cfg), name="subnet")(dropout(x, 0), mask(hidden_shape, 1), 1.0 - rates[1])
+        return Dense(1, name="fc3")(dropout(g, 2))
 
 
 class TwoLayerNet(nn.Module):
@@ -202,8 +302,7 @@ def template(module: nn.Module, task) -> Params:
 
 def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Array:
     """The learned per-input function g(x) of a sumsq model, eval mode; x of shape [n]."""
-    g = Subnet(model.width, activation(model), model.dropout_hidden, False)
-    return g.apply({"params": params["subnet"]}, x[:, None])[:, 0]
+    return Subnet(model.width, slope(model)).apply({"params": params["subnet"]}, x)
 
 
 def from_torch(model: SharedSubnet | MLP, state_dict: Mapping[str, Any]) -> Params:
