@@ -120,19 +120,10 @@ def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, offset: in
     return counter_bits(key, shape, offset) < threshold
 
 
-class Dropout(nn.Module):
-    """torch.nn.Dropout's semantics: in training, each element kept independently with
-    probability 1 - rate and scaled by 1 / (1 - rate), else zero; identity in eval mode. Bits
-    from `dropout_mask`."""
-
-    rate: float
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.deterministic or self.rate == 0.0:
-            return x
-        return apply_mask(x, dropout_mask(self.make_rng("dropout"), x.shape, self.rate), 1.0 - self.rate)
+def dropout(x: jax.Array, key: jax.Array, rate: float, offset: int = 0) -> jax.Array:
+    """torch.nn.Dropout in training mode: each element kept independently with probability
+    1 - rate (`dropout_mask`, counters from `offset`) and scaled by 1 / (1 - rate), else zero."""
+    return x if rate == 0.0 else apply_mask(x, dropout_mask(key, x.shape, rate, offset), 1.0 - rate)
 
 
 def slope(model: SharedSubnet | MLP) -> float:
@@ -264,15 +255,12 @@ class SharedSubnetSum(nn.Module):
         hidden_shape = (cfg.width, *x.shape)
         offsets = (0, x.size, x.size + int(np.prod(hidden_shape)))  # the three sites' counters
 
-        def mask(shape, site):
-            return None if key is None or rates[site] == 0.0 else dropout_mask(key, shape, rates[site], offsets[site])
+        def drop(values, site):
+            return values if key is None else dropout(values, key, rates[site], offsets[site])
 
-        def dropout(values, site):
-            kept = mask(values.shape, site)
-            return values if kept is None else apply_mask(values, kept, 1.0 - rates[site])
-
-        g = Subnet(cfg.width, slope(cfg), name="subnet")(dropout(x, 0), mask(hidden_shape, 1), 1.0 - rates[1])
-        return Dense(1, name="fc3")(dropout(g, 2))
+        hidden_kept = None if key is None or rates[1] == 0.0 else dropout_mask(key, hidden_shape, rates[1], offsets[1])
+        g = Subnet(cfg.width, slope(cfg), name="subnet")(drop(x, 0), hidden_kept, 1.0 - rates[1])
+        return Dense(1, name="fc3")(drop(g, 2))
 
 
 class TwoLayerNet(nn.Module):

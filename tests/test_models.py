@@ -126,20 +126,25 @@ def test_keys_depend_on_seed_index_only():
 
 
 def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
-    """jaxfit's Dropout on 10^6 ones: keep fraction within 4 sigma of 1-p, kept values exactly
-    1/(1-p), no correlation between neighbours or between two keys; identity in eval mode."""
+    """jaxfit's dropout on 10^6 ones: keep fraction within 4 sigma of 1-p, kept values exactly
+    1/(1-p), no correlation between neighbours, between two keys, or between two counter ranges
+    of one key (sumsq's three sites); identity in the model's eval mode."""
     p, n = 0.2, 1_000_000
     ones = jnp.ones((1000, 1000), jnp.float32)
-    draw = lambda k: np.asarray(models.Dropout(p, deterministic=False).apply({}, ones, rngs={"dropout": jax.random.key(k)}))  # noqa: E731
-    a, b = draw(0), draw(1)
+    a, b, c = (np.asarray(models.dropout(ones, jax.random.key(k), p, offset)) for k, offset in ((0, 0), (1, 0), (0, n)))
     kept = a != 0
     assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / n)
     assert np.all(a[kept] == np.float32(1 / (1 - p)))
-    for x, y in ((kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, b != 0)):
+    for x, y in ((kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, b != 0), (kept, c != 0)):
         assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(n)
-    np.testing.assert_array_equal(models.Dropout(p, deterministic=True).apply({}, ones), ones)
+    # eval mode: the model with dropout is the model without
+    with_dropout, without = (config.load("sumsq", overrides) for overrides in ([], [f"model.dropout_{site}=0" for site in ("inputs", "hidden", "outputs")]))
+    module, params = sumsq_params(with_dropout)
+    x = jnp.asarray(np.random.default_rng(2).uniform(-5, 8, (16, 64)).astype(np.float32))
+    plain = models.build(without.groups[0].model, without.task)
+    np.testing.assert_array_equal(module.apply({"params": params}, x, train=False), plain.apply({"params": params}, x, train=False))
     # the gradient (with the mask kept from the forward pass) is the mask's, scaled
-    grad = jax.grad(lambda x: jnp.sum(models.Dropout(p, deterministic=False).apply({}, x, rngs={"dropout": jax.random.key(0)})))(ones)
+    grad = jax.grad(lambda x: jnp.sum(models.dropout(x, jax.random.key(0), p)))(ones)
     np.testing.assert_array_equal(np.asarray(grad), a)
 
 
