@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 WORKLOADS = ("stepfit_wide", "stepfit_narrow", "sumsq")
+_TORCH_DEVICE = "cpu"  # set from the spec: "cuda" runs the PyTorch variants on the GPU
 IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile")
 
 
@@ -35,8 +36,9 @@ def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
 
     if workload == "sumsq":
         epochs = max(1, steps // 900)
+        eval_chunk = 2000 if n_models <= 1000 else 200  # evaluation holds [models, chunk, 64, 14] floats
         overrides = [f"train.epochs={epochs}", "task.eval_train=false", "model.init=manual", f"sweep.n_seeds={n_models}",
-                     "execution.chunk_epochs=1"]
+                     "execution.chunk_epochs=1", f"train.eval_batch_size={eval_chunk}"]
         cfg = config.load("sumsq", overrides)
     else:
         group = "wide" if workload == "stepfit_wide" else "narrow"
@@ -56,10 +58,17 @@ def _torch_setup(threads: int):
     import torch
 
     torch.set_num_threads(threads)
+    torch.set_default_device(_TORCH_DEVICE)
     sys.path.insert(0, str(Path.cwd()))
     from tests import torch_reference
 
     return torch, torch_reference
+
+
+def _sync(torch) -> None:
+    """Wait for queued GPU work, so that a timer read after it counts the work."""
+    if _TORCH_DEVICE != "cpu":
+        torch.cuda.synchronize()
 
 
 def _cyclic_lr(i: int) -> float:
@@ -71,16 +80,16 @@ def _cyclic_lr(i: int) -> float:
 
 def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: int) -> dict:
     """The seeds' loops, one model after another. Its rate does not depend on how many models
-    follow, so min(n_models, 2) models are timed."""
+    follow, so min(n_models, 2) models are timed, after a few untimed steps (on a GPU the first
+    steps load kernels and make library handles)."""
     torch, ref = _torch_setup(threads)
-    timed = min(n_models, 2)
     if workload == "sumsq":
         from jaxfit import config, tasks
 
         x, y = tasks.sumsq_dataset(config.load("sumsq").task)
-        x, y = torch.as_tensor(x[:90000]), torch.as_tensor(y[:90000])
-        start = time.perf_counter()
-        for _ in range(timed):
+        x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
+
+        def train_one(steps: int) -> None:
             net = ref.SumSq().manual_init()
             opt = torch.optim.Adam(net.parameters(), lr=1e-4)
             order = torch.randperm(90000)
@@ -90,29 +99,36 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        elapsed = time.perf_counter() - start
-        return {"model_steps_per_s": timed * steps / elapsed, "compile_s": 0.0, "steps": steps, "timed_models": timed}
-    width = 8 if workload == "stepfit_wide" else 1
-    grid = (torch.linspace(0.0, 1000.0, 5001) / 1000.0).unsqueeze(1)
-    target = torch.where(grid * 1000.0 > 100, 1000.0, 0) / 1000.0
-    loss_fn = torch.nn.MSELoss()
+    else:
+        width = 8 if workload == "stepfit_wide" else 1
+        grid = (torch.linspace(0.0, 1000.0, 5001) / 1000.0).unsqueeze(1)
+        target = torch.where(grid * 1000.0 > 100, 1000.0, 0) / 1000.0
+        loss_fn = torch.nn.MSELoss()
+
+        def train_one(steps: int) -> None:
+            net = ref.StepModel(width)
+            opt = torch.optim.SGD(net.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
+                                                      mode="triangular2", cycle_momentum=False) if width == 8 else None
+            for _ in range(steps):
+                inp = torch.rand(100, 1)
+                out = torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0
+                loss = loss_fn(net(inp), out)
+                with torch.no_grad():
+                    loss_fn(net(grid), target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+
+    timed = min(n_models, 2)
+    train_one(10)  # warm-up, untimed
+    _sync(torch)
     start = time.perf_counter()
     for _ in range(timed):
-        net = ref.StepModel(width)
-        opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
-                                                  mode="triangular2", cycle_momentum=False) if width == 8 else None
-        for _ in range(steps):
-            inp = torch.rand(100, 1)
-            out = torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0
-            loss = loss_fn(net(inp), out)
-            with torch.no_grad():
-                loss_fn(net(grid), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
+        train_one(steps)
+    _sync(torch)
     elapsed = time.perf_counter() - start
     return {"model_steps_per_s": timed * steps / elapsed, "compile_s": 0.0, "steps": steps, "timed_models": timed}
 
@@ -127,7 +143,7 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
         from jaxfit import config, tasks
 
         x, y = tasks.sumsq_dataset(config.load("sumsq").task)
-        x, y = torch.as_tensor(x[:90000]), torch.as_tensor(y[:90000])
+        x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
         nets = [ref.SumSq().manual_init() for _ in range(n_models)]
     else:
         width = 8 if workload == "stepfit_wide" else 1
@@ -179,10 +195,12 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
 
     start = time.perf_counter()
     params, moments, _ = step(params, moments, *batch(0))  # warm-up (and compile)
+    _sync(torch)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(1, steps + 1):
         params, moments, _ = step(params, moments, *batch(i))
+    _sync(torch)
     elapsed = time.perf_counter() - start
     return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
 
@@ -207,6 +225,8 @@ def steps_for(implementation: str, workload: str, n_models: int, quick: bool) ->
 
 
 def measure_one(spec: dict) -> dict:
+    global _TORCH_DEVICE
+    _TORCH_DEVICE = spec.get("torch_device", "cpu")
     implementation, workload, n_models, steps = spec["implementation"], spec["workload"], spec["n_models"], spec["steps"]
     if implementation == "jaxfit":
         return bench_jaxfit(workload, n_models, steps)
@@ -241,9 +261,20 @@ def machine() -> dict:
         import torch
 
         info["torch"] = torch.__version__
+        info["torch_device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     except ImportError:
         info["torch"] = None
     return info
+
+
+def _row(rows: list[dict], implementation: str, workload: str, n: int) -> dict | None:
+    """The measurement for one cell; the sequential loop's rate is per model whatever the count,
+    so its one measurement serves every count."""
+    for r in rows:
+        if r["implementation"] == implementation and r["workload"] == workload and (
+                r["n_models"] == n or implementation == "torch_sequential"):
+            return r
+    return None
 
 
 def table(rows: list[dict], workload: str, counts: list[int]) -> str:
@@ -252,22 +283,22 @@ def table(rows: list[dict], workload: str, counts: list[int]) -> str:
     for implementation in IMPLEMENTATIONS:
         cells, compile_s = [], ""
         for n in counts:
-            row = next((r for r in rows if r["implementation"] == implementation and r["workload"] == workload and r["n_models"] == n), None)
+            row = _row(rows, implementation, workload, n)
             if row is None:
                 cells.append("–")
             elif "error" in row:
-                cells.append("failed")
+                cells.append("failed" if not row["error"].startswith("skipped") else "skipped")
             else:
                 cells.append(f"{row['model_steps_per_s']:,.0f}")
                 compile_s = f"{row['compile_s']:.1f}"
         if any(c != "–" for c in cells):
             lines.append(f"| {implementation} | " + " | ".join(cells) + f" | {compile_s} |")
-    jax_rows = {r["n_models"]: r for r in rows if r["implementation"] == "jaxfit" and r["workload"] == workload and "error" not in r}
     for implementation in IMPLEMENTATIONS[1:]:
         ratios = []
         for n in counts:
-            other = next((r for r in rows if r["implementation"] == implementation and r["workload"] == workload and r["n_models"] == n and "error" not in r), None)
-            ratios.append(f"{jax_rows[n]['model_steps_per_s'] / other['model_steps_per_s']:.1f}×" if other and n in jax_rows else "–")
+            ours, other = _row(rows, "jaxfit", workload, n), _row(rows, implementation, workload, n)
+            ok = ours and other and "error" not in ours and "error" not in other
+            ratios.append(f"{ours['model_steps_per_s'] / other['model_steps_per_s']:.1f}×" if ok else "–")
         if any(r != "–" for r in ratios):
             lines.append(f"| jaxfit ÷ {implementation} | " + " | ".join(ratios) + " | |")
     return "\n".join(lines)
@@ -302,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as the issue's baselines)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the steps: a smoke test, not a measurement")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    parser.add_argument("--budget", type=float, help="seconds in all: measurements not started by then are skipped")
+    parser.add_argument("--torch-device", default="auto", help="where the PyTorch variants run: cpu, cuda, or auto (cuda if torch sees a GPU)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -313,25 +346,32 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     try:
-        import torch  # noqa: F401
+        import torch
 
         implementations = args.implementations.split(",")
+        torch_device = args.torch_device if args.torch_device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     except ImportError:
         print("torch is not installed: measuring jaxfit alone", file=sys.stderr)
-        implementations = ["jaxfit"]
+        implementations, torch_device = ["jaxfit"], None
     compare = [int(n) for n in args.models.split(",") if n]
     scaling = [int(n) for n in args.scaling.split(",") if n]
     specs = []
-    for workload in args.workloads.split(","):
-        for implementation in implementations:
+    for implementation in implementations:  # jaxfit first: under a --budget the baselines are what is skipped
+        for workload in args.workloads.split(","):
             counts = sorted(set(compare) | set(scaling)) if implementation == "jaxfit" else compare
             if workload == "sumsq" and 20 not in counts:
                 counts = sorted(set(counts) | {20})
+            if implementation == "torch_sequential":
+                counts = counts[:1]  # one model after another: the rate per model is the same at any count
             for n in counts:
                 specs.append({"implementation": implementation, "workload": workload, "n_models": n,
-                              "steps": steps_for(implementation, workload, n, args.quick), "threads": args.threads})
-    rows = []
+                              "steps": steps_for(implementation, workload, n, args.quick), "threads": args.threads,
+                              "torch_device": torch_device})
+    rows, began = [], time.perf_counter()
     for spec in specs:
+        if args.budget is not None and time.perf_counter() - began > args.budget:
+            rows.append({**spec, "error": "skipped: --budget spent"})
+            continue
         row = run_isolated(spec, args.timeout)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)

@@ -40,6 +40,15 @@ def _band(ax, x, values, label, color, ls="-"):
         ax.fill_between(x, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.2, lw=0)
 
 
+MAX_CURVES = 200  # one line per model up to this many per panel; beyond, an even spread of them
+
+
+def _spread(index, limit: int):
+    """At most `limit` of the models in `index`, evenly spread over it (all of them if fewer)."""
+    index = np.asarray(index)
+    return index if len(index) <= limit else index[np.linspace(0, len(index) - 1, limit).astype(int)]
+
+
 def _params_of(tree: dict, index: int) -> dict:
     return jax.tree.map(lambda a: a[index], tree)
 
@@ -131,14 +140,16 @@ def stepfit_plots(out: Path, cfg: Config, summary: dict, history: dict, params) 
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False, sharey=True)
     steps = np.concatenate([[1], history["step"]])  # step 0 (lossInit) drawn at 1 on a log axis
     for ax, (label, index) in zip(axes[0], sets.items()):
-        for i in index:
+        shown = _spread(index, MAX_CURVES)
+        for i in shown:
             values = np.concatenate([[history["val_loss_init"][i]], history["val_loss"][i]])
             line, = ax.plot(steps, values, lw=0.8, alpha=0.7)
             if models_[i]["reached"]:
                 ax.plot(max(models_[i]["steps"], 1), models_[i]["loss_final"], "o", ms=3, color=line.get_color())
         if stop_loss is not None:
             ax.axhline(stop_loss, color="k", ls="--", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="step", title=f"{label}: {len(index)} models")
+        shown_note = "" if len(shown) == len(index) else f" ({len(shown)} shown)"
+        ax.set(xscale="log", yscale="log", xlabel="step", title=f"{label}: {len(index)} models{shown_note}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation loss (eval mode, 5001-point grid)")
     _save(fig, out, "val_loss.png")
