@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -24,6 +25,10 @@ import tomli_w
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_TABLES = ("model", "optim", "schedule")
+FLOAT32_MAX = 3.4028234663852886e38
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a config or group name is also a folder name
 
 
 class ConfigError(ValueError):
@@ -47,8 +52,8 @@ class SumsqTask:
 
     name: Literal["sumsq"] = "sumsq"
     n_inputs: int = _bound(64, gt=0)
-    low: float = -5.0
-    high: float = 8.0
+    low: float = _bound(-5.0, ge=-1e6, le=1e6)  # |x| <= 1e6 keeps sum(x^2) finite in float32
+    high: float = _bound(8.0, ge=-1e6, le=1e6)
     n_samples: int = _bound(100_000, gt=1)
     n_train: int = _bound(90_000, gt=0)
     data_seed: int = _bound(0, ge=0)
@@ -63,8 +68,8 @@ class StepfitTask:
     """
 
     name: Literal["stepfit"] = "stepfit"
-    scale: float = _bound(1000.0, gt=0)
-    step_at: float = 100.0
+    scale: float = _bound(1000.0, gt=0, le=1e12)
+    step_at: float = _bound(100.0, ge=-1e12, le=1e12)
     n_val: int = _bound(5001, gt=1)
 
 
@@ -273,12 +278,17 @@ def _scalar(option: Any, value: Any, key: str, limits: dict) -> Any:
         return _build(option, value, key) if isinstance(value, dict) else _NO_MATCH
     if option in (bool, str):
         return value if type(value) is option else _NO_MATCH
-    if option is int and not (isinstance(value, int) and not isinstance(value, bool)):
-        return _NO_MATCH
+    if option is int:
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            return _NO_MATCH
+        if value > INT32_MAX:  # counts and sizes are int32 inside jit
+            raise _fail(key, value, f"must be <= {INT32_MAX}")
     if option is float:
         if not _is_number(value):
             return _NO_MATCH
         value = float(value)
+        if not abs(value) <= FLOAT32_MAX:  # also false for NaN
+            raise _fail(key, value, f"must be a finite number of magnitude <= {FLOAT32_MAX:.4g} (models compute in float32)")
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     checks = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b, "le": lambda b: value <= b}
     if not all(checks[name](bound) for name, bound in limits.items()):
@@ -334,7 +344,13 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise _fail(f"{path}.{key}", raw[key], f"unknown key; allowed here: {', '.join(fields)}")
+            kind = f" of {path.rsplit('.', 1)[-1]} {raw['name']!r}" if "name" in fields and "name" in raw else ""
+            hint = ""
+            if path.startswith("groups.") and kind:
+                table = path.split(".", 2)[2]
+                hint = (f"; this group's {table} is {raw['name']!r}, and a --set {table}.{key} reaches every group: "
+                        f"set it per group with --set groups.NAME.{table}.{key}=...")
+            raise _fail(f"{path}.{key}", raw[key], f"unknown key{kind}; allowed here: {', '.join(fields)}{hint}")
     values = {}
     for name, value in raw.items():
         values[name] = _coerce(hints[name], value, f"{path}.{name}", dict(fields[name].metadata))
@@ -411,11 +427,11 @@ def from_dict(raw: dict, name: str) -> Config:
         if key not in known:
             raise _fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
     run_name = raw.get("name", name)
-    if not isinstance(run_name, str) or not run_name:
-        raise _fail("name", run_name, "expected a non-empty string")
+    if not isinstance(run_name, str) or not NAME_PATTERN.fullmatch(run_name):
+        raise _fail("name", run_name, "expected 1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-' (it names the output folder)")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise _fail("seed", seed, "expected an integer >= 0")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+        raise _fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
     task = _build_kind("task", raw.get("task", {}), "task")
     train = _build(Train, raw.get("train", {}), "train")
     sweep = _build(SweepAxes, raw.get("sweep", {}), "sweep")
@@ -423,14 +439,21 @@ def from_dict(raw: dict, name: str) -> Config:
     if not isinstance(group_tables, dict):
         raise _fail("groups", group_tables, "expected a table of [groups.NAME] tables")
     defaults = {t: raw.get(t, {}) for t in DEFAULT_TABLES}
+    for table, value in defaults.items():
+        if not isinstance(value, dict):
+            raise _fail(table, value, "expected a table")
     groups = []
     for group_name, table in group_tables.items():
         path = f"groups.{group_name}"
         if not isinstance(table, dict):
             raise _fail(path, table, "expected a table")
+        if not NAME_PATTERN.fullmatch(str(group_name)):
+            raise _fail(path, table, "a group name is 1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'")
         for key in table:
             if key not in DEFAULT_TABLES:
                 raise _fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")
+            if not isinstance(table[key], dict):
+                raise _fail(f"{path}.{key}", table[key], "expected a table")
         parts = {t: _build_kind(t, _merge(defaults[t], table.get(t, {})), f"{path}.{t}") for t in ("model", "optim")}
         schedule = _build_kind("schedule", _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
         groups.append(Group(group_name, parts["model"], parts["optim"], schedule))
@@ -444,17 +467,20 @@ def from_dict(raw: dict, name: str) -> Config:
 
 
 def find(name_or_path: str) -> Path:
-    """`configs/NAME.toml` (next to the package, or under the working directory), or a path."""
+    """`configs/NAME.toml` (next to the package, or under the working directory), or a path to
+    a TOML file (any suffix)."""
     path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise _fail("--config", name_or_path, "no such file")
+    if path.is_dir():
+        raise _fail("--config", name_or_path, "is a folder; give a config name or a TOML file (a run's own: DIR/config.toml)")
+    if path.is_file():
         return path
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        raise _fail("--config", name_or_path, "no such file")
     for folder in (Path.cwd() / "configs", CONFIG_DIR):
         if (folder / f"{name_or_path}.toml").is_file():
             return folder / f"{name_or_path}.toml"
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    raise _fail("--config", name_or_path, f"no such config; known: {', '.join(known)} (or a path to a .toml file)")
+    raise _fail("--config", name_or_path, f"no such config; known: {', '.join(known)} (or a path to a TOML file)")
 
 
 def parse_value(text: str) -> Any:
@@ -475,6 +501,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise _fail("--set", item, "expected key.sub=value")
         parts = key.strip().split(".")
         value = parse_value(text.strip())
+        if parts[0] == "groups" and len(parts) >= 2:
+            known = list(raw["groups"]) if isinstance(raw.get("groups"), dict) else ["main"]
+            if parts[1] not in known:
+                raise _fail(key, text, f"no group {parts[1]!r} in this config; its groups: {', '.join(known)} (new groups go in the config file)")
         targets = [raw]
         if parts[0] in DEFAULT_TABLES and isinstance(raw.get("groups"), dict):
             targets += [g for g in raw["groups"].values() if isinstance(g, dict)]
@@ -497,7 +527,8 @@ def load(name_or_path: str, overrides: list[str] = ()) -> Config:
         raise _fail("--config", str(path), f"not valid TOML ({error})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise _fail("--config", str(path), f"cannot be read ({error})") from None
-    return from_dict(apply_overrides(raw, list(overrides)), path.stem)
+    default_name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-") or "run"
+    return from_dict(apply_overrides(raw, list(overrides)), default_name)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -155,11 +155,13 @@ def stepfit_plots(out: Path, cfg: Config, summary: dict, history: dict, params) 
     _save(fig, out, "val_loss.png")
 
     # histogram of final losses, one panel per set
-    finals = np.asarray([m["loss_final"] for m in models_], float)
-    bins = np.geomspace(max(np.nanmin(finals), 1e-6) / 1.2, np.nanmax(finals) * 1.2, 40)
+    finals = np.asarray([m["loss_final"] for m in models_], float)  # None (diverged) -> NaN, not drawn
+    finite = finals[np.isfinite(finals) & (finals > 0)]
+    low, high = (max(finite.min(), 1e-6), max(finite.max(), 1e-6)) if finite.size else (1e-3, 1.0)
+    bins = np.geomspace(low / 1.2, high * 1.2, 40)
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.5), squeeze=False, sharex=True)
     for ax, (label, index) in zip(axes[0], sets.items()):
-        ax.hist(finals[index], bins=bins)
+        ax.hist(finals[index][np.isfinite(finals[index])], bins=bins)
         for centre, count in report.clusters(list(finals[index])):
             ax.annotate(f"{centre:.4g} ×{count}", (centre, count), fontsize=7, ha="center", va="bottom")
         ax.set(xscale="log", xlabel="final validation loss", ylabel="models", title=label)
@@ -177,7 +179,7 @@ def stepfit_plots(out: Path, cfg: Config, summary: dict, history: dict, params) 
             module = models.build(groups[group].model, cfg.task)
             p = _params_of(report.load_params(params, group, "last"), position)
             y = np.asarray(module.apply({"params": p}, x, train=False))[:, 0]
-            ax.plot(x[:, 0], y, lw=1.2, label=f"seed {models_[i]['seed']}: loss {models_[i]['loss_final']:.4g}")
+            ax.plot(x[:, 0], y, lw=1.2, label=f"seed {models_[i]['seed']}: loss {report.fmt(models_[i]['loss_final'])}")
         ax.set(xlabel="x", title=f"{label}: fitted functions")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -167,7 +167,8 @@ def redraw(out: Path) -> str:
 # ----------------------------------------------------------------------------- tables
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A table cell: '-' for a missing number (a diverged or never-trained model), 4 digits."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -179,7 +180,7 @@ def _fmt(value: Any) -> str:
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from jaxfit import config as config_lib
-
-RUN_FILES = ("config.toml", "summary.json", "summary.md", "history.npz", "params.npz")
+from jaxfit import rundir
+from jaxfit.signals import StopRequest
 
 
 class UsageError(Exception):
@@ -36,67 +36,121 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<config name>-<date-time>/); must be new or empty")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier run's files")
+    parser.add_argument("--overwrite", action="store_true", help="replace the earlier run in --out once the new one has finished (only that run's files)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     parser.add_argument("--stop-after-chunks", type=int, metavar="N", help=argparse.SUPPRESS)  # testing resume
     return parser.parse_args(argv)
 
 
-def output_dir(requested: Path | None, name: str, overwrite: bool) -> Path:
-    """The folder to write into: new, or empty, or (with --overwrite) holding an earlier run."""
-    out = requested or Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file; give a new or empty folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"--out {out}: folder is not empty; give a new or empty folder, --overwrite, or --resume {out}")
-    return out
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
 
-def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
-    """The config and output folder the arguments ask for; raises on anything bad."""
-    if args.resume is not None:
-        if args.overrides or args.out or args.overwrite:
-            raise UsageError("--resume DIR takes the run's own config.toml; no --set, --out or --overwrite")
-        if not (args.resume / "config.toml").is_file() or not (args.resume / "checkpoints").is_dir():
-            raise UsageError(f"--resume {args.resume}: no config.toml and checkpoints/ there to resume from")
-        return config_lib.load(str(args.resume / "config.toml")), args.resume
-    cfg = config_lib.load(args.config, args.overrides)
+def started_config(cfg: config_lib.Config) -> dict:
+    """What a resumed run must keep: the whole config but `execution` (chunks, checkpoints),
+    which never changes a result."""
+    return {k: v for k, v in config_lib.to_dict(cfg).items() if k != "execution"}
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{path}.{k}" if path else k)]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, Path, Path]:
+    """The config, output folder and the folder the run writes in (the output folder, or its
+    staging folder); raises on anything bad, before anything is written."""
     if args.stop_after_chunks is not None and args.stop_after_chunks < 1:
         raise UsageError(f"--stop-after-chunks {args.stop_after_chunks}: must be >= 1")
-    return cfg, output_dir(args.out, cfg.name, args.overwrite)
+    if args.resume is not None:
+        if args.out or args.overwrite:
+            raise UsageError("--resume DIR continues the run in DIR; no --out or --overwrite")
+        work = rundir.resume_dir(args.resume)
+        if not (work / "config.toml").is_file() or not (work / "checkpoints").is_dir():
+            raise UsageError(f"--resume {args.resume}: no config.toml and checkpoints/ there to resume from")
+        not_execution = [o for o in args.overrides if not o.strip().startswith("execution.")]
+        if not_execution:
+            raise UsageError(f"--resume: --set {not_execution[0]}: a resumed run keeps its config; only execution.* may change")
+        cfg = config_lib.load(str(work / "config.toml"), args.overrides)
+        marker = rundir.read_marker(work)
+        if marker is not None and marker["config"] != started_config(cfg):
+            changed = "; ".join(_differences(marker["config"], started_config(cfg))[:5])
+            raise UsageError(f"--resume {args.resume}: config.toml is not the config the run was started with ({changed}); "
+                             "that would change results: undo the edit, or start a new run")
+        return cfg, args.resume, work
+    cfg = config_lib.load(args.config, args.overrides)
+    out = args.out or default_out(cfg.name)
+    rundir.check_usable(out, args.overwrite)
+    return cfg, out, out
 
 
 def main(argv: list[str] | None = None) -> int:
+    with StopRequest() as stop:  # from the start: a signal at any moment stops at the next safe point
+        return _main(argv, stop)
+
+
+def _main(argv: list[str] | None, stop: StopRequest) -> int:
     try:
         args = parse_args(argv)
-        cfg, out = resolve(args)
+        cfg, out, work = resolve(args)
         if args.print_config:
             print(config_lib.to_toml(cfg), end="")
             return 0
-    except (UsageError, config_lib.ConfigError) as error:
+    except (UsageError, config_lib.ConfigError, rundir.FolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from jaxfit import report, sweep  # jax is imported only once the input is known to be good
+    import jax  # imported only once the input is known to be good
 
-    if args.resume is None:
-        out.mkdir(parents=True, exist_ok=True)
-        if args.overwrite:  # only what a run writes, never anything else in the folder
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        report.atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
+    from jaxfit import sweep
+
     try:
-        result = sweep.run(cfg, quiet=args.quiet, checkpoint_dir=out / "checkpoints", resume=args.resume is not None,
-                           stop_after_chunks=args.stop_after_chunks)
-    except sweep.Interrupted as stop:
-        print(f"{stop}; checkpoint saved. Continue with: python -m jaxfit.run --resume {out}", file=sys.stderr)
-        return 130
+        prepared = sweep.prepare(cfg)  # validates memory; nothing is written before this
+        if stop.requested:
+            print("stopped before anything was written", file=sys.stderr)
+            return 128 + stop.requested
+        with rundir.owned(out):
+            return _train(args, cfg, out, work, prepared, stop)
+    except (sweep.TooLarge, sweep.CheckpointError, rundir.FolderError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a folder made read-only meanwhile: what was written stays
+        print(f"error: writing in {work} failed: {error}", file=sys.stderr)
+        return 1
+    except jax.errors.JaxRuntimeError as error:  # e.g. out of device memory while running
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        print(f"error: the run failed on the device: {first}; its last checkpoint, if any, is under {work}", file=sys.stderr)
+        return 1
+
+
+def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest) -> int:
+    """Train in the owned folder: mark it, train, write the run's files, then (for --overwrite)
+    move the finished run over the earlier one."""
+    from jaxfit import report, sweep
+
+    resume = args.resume is not None
+    if not resume:
+        work = rundir.workdir(out)
+    if not resume or args.overrides:  # a resumed run goes on with its changed execution.* settings
+        report.atomic_write(work / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
+    if not resume:
+        rundir.write_marker(work, started_config(cfg), finished=False)
+    try:
+        result = sweep.train_prepared(prepared, quiet=args.quiet, checkpoint_dir=work / "checkpoints", resume=resume,
+                                      stop_after_chunks=args.stop_after_chunks, stop=stop)
+    except sweep.Interrupted as interrupted:
+        print(f"{interrupted}; checkpoint saved. Continue with: python -m jaxfit.run --resume {out}", file=sys.stderr)
+        return 128 + interrupted.signum
     if not result.finished:
         print(f"stopped after {result.timing['steps_run']:,} steps as asked; continue with: python -m jaxfit.run --resume {out}",
               file=sys.stderr)
         return 0
-    print(report.write_run(out, cfg, result))
+    text = report.write_run(work, cfg, result)
+    rundir.write_marker(work, started_config(cfg), finished=True)
+    if work != out:
+        rundir.promote(out, work)
+    print(text)
     print(f"wrote {out}/")
     return 0
 

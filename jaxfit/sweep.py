@@ -5,7 +5,11 @@ stopped).
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxfit import optim, tasks, train
+from jaxfit.signals import StopRequest
 from jaxfit.config import Config, Group
 
 
@@ -115,7 +120,16 @@ class Progress:
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a run; the last completed chunk is in the checkpoint (if one was kept)."""
+    """The run was stopped by a signal (Ctrl-C, SIGTERM); the last completed chunk is in the
+    checkpoint. `signum` is the signal's number (exit code 128 + signum)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class TooLarge(Exception):
+    """The run would not fit in memory; the message gives the estimate (one line)."""
 
 
 def _mesh() -> tuple[NamedSharding, NamedSharding, int]:
@@ -131,20 +145,62 @@ def _fetch(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
-def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
-        batches: tuple[np.ndarray, np.ndarray] | None = None, checkpoint_dir: Path | None = None,
-        resume: bool = False, stop_after_chunks: int | None = None) -> Result:
-    """Train every model of `cfg`: one jitted init, one jitted chunk function for all groups,
-    the models axis sharded over every device.
+def count_models(cfg: Config) -> int:
+    """How many models the config trains (before any padding), without listing them."""
+    total = 0
+    for group in cfg.groups:
+        swept = [v for v in optim.hyperparameters(group).values() if isinstance(v, tuple)]
+        total += cfg.sweep.n_seeds * len(group.model.init) * math.prod(len(v) for v in swept)
+    return total
 
-    initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
-      replacing the init scheme of those groups (Flax layout; `models.from_torch` converts a
-      PyTorch state_dict). batches: (x [steps, batch, inputs], y [steps, batch, 1]) used at
-      every step by every model instead of the task's own sampling.
-    checkpoint_dir: where orbax keeps the whole state every `execution.checkpoint_every`
-      chunks, at the end, and on Ctrl-C; `resume` continues from its latest checkpoint, bit
-      for bit as if never stopped. stop_after_chunks: stop (with a checkpoint) after that many
-      chunks of this call -- a way to test resuming."""
+
+HOST_BYTES_PER_MODEL = 4096  # labels, coordinates and the summary entry of one model on the host
+
+
+def available_memory(device: jax.Device) -> int | None:
+    """Bytes a run may use on `device`: the accelerator's limit, or the host's available memory."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_fits(what: str, needed: float, available: int | None) -> None:
+    if available is not None and needed > available:
+        raise TooLarge(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
+                       "run fewer models (sweep.n_seeds, swept values) or smaller sizes (train.batch_size, train.eval_batch_size)")
+
+
+@dataclass
+class Prepared:
+    """A run ready to train: its models, data and the compiled init and chunk functions."""
+
+    cfg: Config
+    groups: list[GroupModels]
+    coords: list[train.Coords]
+    data: Any
+    given: list[Any]
+    init_fn: Any
+    chunk_fn: Any
+    compile_s: float
+    memory_bytes: int  # the compiled chunk's estimate: arguments + outputs + temporaries, per device
+
+
+def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
+            batches: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
+    """Everything before training: models, data, and one compiled init and chunk function for
+    all groups (the models axis sharded over every device). Refuses (TooLarge) a run whose
+    models, data or compiled step would not fit in memory, before allocating it."""
+    start = time.perf_counter()
+    device = jax.devices()[0]
+    n_models = count_models(cfg)
+    _check_fits(f"{n_models:,} models", n_models * HOST_BYTES_PER_MODEL + tasks.host_bytes(cfg.task), available_memory(jax.devices("cpu")[0]))
     groups = expand(cfg)
     per_model, replicated, n_devices = _mesh()
     data = tasks.make_data(cfg.task, cfg.train.eval_batch_size)
@@ -165,49 +221,86 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
             for (_, run_chunk), s, c in zip(trainers, states, coords)
         ]
 
+    init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, data, given).compile()
+    states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, data, given))
+    chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
+    memory = chunk_fn.memory_analysis()
+    needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
+    _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))
+    return Prepared(cfg, groups, coords, data, given, init_fn, chunk_fn, time.perf_counter() - start, needed)
+
+
+def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
+        batches: tuple[np.ndarray, np.ndarray] | None = None, checkpoint_dir: Path | None = None,
+        resume: bool = False, stop_after_chunks: int | None = None) -> Result:
+    """Train every model of `cfg` (see `prepare` and `train_prepared`).
+
+    initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
+      replacing the init scheme of those groups (Flax layout; `models.from_torch` converts a
+      PyTorch state_dict). batches: (x [steps, batch, inputs], y [steps, batch, 1]) used at
+      every step by every model instead of the task's own sampling."""
+    with StopRequest() as stop:
+        return train_prepared(prepare(cfg, initial_params, batches), quiet, checkpoint_dir, resume, stop_after_chunks, stop)
+
+
+def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path | None = None, resume: bool = False,
+                   stop_after_chunks: int | None = None, stop: StopRequest | None = None) -> Result:
+    """Drive the compiled chunks from the host: progress, checkpoints, early exit.
+
+    checkpoint_dir: where orbax keeps the whole state every `execution.checkpoint_every`
+      chunks, at the end, and when a signal stops the run; `resume` continues from its latest
+      intact checkpoint, bit for bit as if never stopped (the chunk size may change in between).
+    stop_after_chunks: stop (with a checkpoint) after that many chunks of this call -- a way to
+      test resuming. stop: SIGINT/SIGTERM are honoured between chunks (checkpoint, then
+      `Interrupted`); a signal that came during compilation stops before the first chunk."""
+    cfg, groups, coords, data = prepared.cfg, prepared.groups, prepared.coords, prepared.data
     start = time.perf_counter()
-    states = jax.jit(init_all, out_shardings=per_model)(coords, data, given)
+    states = prepared.init_fn(coords, data, prepared.given)
     checkpoints = Checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
-    first_chunk, run_s, steps_run = 0, 0.0, 0
+    first_interval, run_s, steps_run = 0, 0.0, 0
     if resume:
         states, meta = checkpoints.restore(states)
-        first_chunk, run_s, steps_run = meta["next_chunk"], meta["run_s"], meta["steps_run"]
-    chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
-    compile_s = time.perf_counter() - start
+        first_interval, run_s, steps_run = meta["next_interval"], meta["run_s"], meta["steps_run"]
+    compile_s = prepared.compile_s + time.perf_counter() - start
 
     n_intervals, per_chunk = cfg.n_intervals, train.chunk_intervals(cfg)
-    n_chunks = -(-n_intervals // per_chunk)
-    steps_per_chunk = per_chunk * cfg.steps_per_epoch * cfg.train.eval_every
+    steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
     n_steps = train.total_steps(cfg)
     progress = Progress(n_steps, sum(g.n_models for g in groups), quiet, steps_run)
     start = time.perf_counter()
-    finished, chunk = True, first_chunk
+    finished, interval, chunks_run = True, first_interval, 0
 
     def checkpoint() -> None:
         if checkpoints is not None:
-            meta = {"next_chunk": chunk, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run}
-            checkpoints.save(chunk, jax.block_until_ready(states), meta)
+            meta = {"next_interval": interval, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run}
+            checkpoints.save(interval, jax.block_until_ready(states), meta)
+
+    def interrupted() -> Interrupted:
+        checkpoint()
+        name = signal.Signals(stop.requested).name
+        return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", stop.requested)
 
     try:
-        while chunk < n_chunks:
-            states = chunk_fn(states, coords, data, jnp.int32(chunk * per_chunk))
-            chunk += 1
-            done = min(chunk * steps_per_chunk, n_steps)
+        if stop is not None and stop.requested:
+            raise interrupted()
+        while interval < n_intervals:
+            states = prepared.chunk_fn(states, coords, data, jnp.int32(interval))
+            interval, chunks_run = min(interval + per_chunk, n_intervals), chunks_run + 1
+            done = min(interval * steps_per_interval, n_steps)
             active = sum(int(np.sum(s.active)) for s in states)
             progress.update(done, steps_run, active, sum(int(np.sum(s.diverged_step >= 0)) for s in states))
             steps_run = done
-            last = chunk == n_chunks or active == 0
-            stop_now = stop_after_chunks is not None and chunk - first_chunk >= stop_after_chunks and not last
-            if last or stop_now or chunk % cfg.execution.checkpoint_every == 0:
+            last = interval == n_intervals or active == 0
+            stop_now = stop_after_chunks is not None and chunks_run >= stop_after_chunks and not last
+            if stop is not None and stop.requested and not last:
+                raise interrupted()
+            if last or stop_now or chunks_run % cfg.execution.checkpoint_every == 0:
                 checkpoint()
             if last:
                 break
             if stop_now:
                 finished = False
                 break
-    except KeyboardInterrupt:
-        checkpoint()
-        raise Interrupted(f"interrupted after {steps_run:,} of {n_steps:,} steps") from None
     finally:
         progress.close()
         if checkpoints is not None:
@@ -231,23 +324,54 @@ def _given_params(group: GroupModels, tree: Any, n_devices: int) -> Any:
     return padded(tree, n_devices)
 
 
+class CheckpointError(Exception):
+    """No intact checkpoint to resume from (one line)."""
+
+
+def state_checksum(states: Any) -> str:
+    """sha256 of every leaf's bytes, in tree order: what a checkpoint must restore to exactly."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(_fetch(states)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
 class Checkpoints:
-    """The run's orbax CheckpointManager: the whole state (a pytree) and a little JSON."""
+    """The run's orbax CheckpointManager: the whole state (a pytree) and a little JSON with the
+    progress and the state's checksum, so a damaged checkpoint is detected, not trained on."""
 
     def __init__(self, directory: Path, cfg: Config):
         options = ocp.CheckpointManagerOptions(max_to_keep=cfg.execution.keep_checkpoints, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
+        self.per_chunk = train.chunk_intervals(cfg)  # for checkpoints of earlier versions, which counted chunks
 
-    def save(self, chunk: int, states: Any, meta: dict) -> None:
-        self.manager.save(chunk, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
+    def save(self, step: int, states: Any, meta: dict) -> None:
+        meta = {**meta, "checksum": state_checksum(states)}
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
 
     def restore(self, like: Any) -> tuple[Any, dict]:
-        step = self.manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
+        """The newest intact checkpoint; a damaged one is reported in one line and the one
+        before it tried. CheckpointError if none is intact."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for tried, step in enumerate(steps):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                               meta=ocp.args.JsonRestore()))
+                if restored.meta.get("checksum", state_checksum(restored.state)) != state_checksum(restored.state):
+                    raise ValueError("its data does not match its checksum")
+            except Exception as error:  # noqa: BLE001 -- any damage: fall back to the previous checkpoint
+                reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+                print(f"checkpoint {step} is damaged ({reason}); trying the one before", file=sys.stderr, flush=True)
+                continue
+            for damaged in steps[:tried]:  # superseded: the run writes these steps again
+                self.manager.delete(damaged)
+            if tried:
+                print(f"resuming from checkpoint {step}", file=sys.stderr, flush=True)
+            meta = dict(restored.meta)
+            meta.setdefault("next_interval", meta.get("next_chunk", 0) * self.per_chunk)
+            return restored.state, meta
+        raise CheckpointError(f"no intact checkpoint in {self.manager.directory}" + (f" (tried {len(steps)})" if steps else ""))
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -123,6 +123,14 @@ def make_data(task: SumsqTask | StepfitTask, eval_chunk: int) -> SumsqData | Ste
     return stepfit_data(task, eval_chunk)
 
 
+def host_bytes(task: SumsqTask | StepfitTask) -> int:
+    """Host memory the task's fixed arrays take while they are made (sumsq: the float64 draw,
+    its float32 copy and the eval sets' padded copies)."""
+    if isinstance(task, SumsqTask):
+        return task.n_samples * task.n_inputs * (8 + 4 + 4)
+    return task.n_val * 16
+
+
 def n_inputs(task: SumsqTask | StepfitTask) -> int:
     """Inputs per sample: sumsq's n_inputs, stepfit's one x."""
     return task.n_inputs if isinstance(task, SumsqTask) else 1

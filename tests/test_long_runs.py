@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,25 +57,44 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert len(list((tmp_path / "parts" / "checkpoints").iterdir())) <= 2  # keep_checkpoints
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch, capsys):
-    """KeyboardInterrupt raised from inside the host loop (after the third chunk), as Ctrl-C would."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys, signum, code):
+    """Ctrl-C (SIGINT) or SIGTERM, sent to this process by the OS after the third chunk, and
+    sent again while the run is stopping: one checkpoint, exit 128 + signal, an exact resume."""
     calls = {"n": 0}
     update = sweep.Progress.update
 
-    def interrupting(self, *args):
+    def signalling(self, *args):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), signum)  # a second one while the first is being handled
         return update(self, *args)
 
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20"]
-    monkeypatch.setattr(sweep.Progress, "update", interrupting)
-    assert run.main([*args, "--out", str(tmp_path / "cut")]) == 130
-    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(sweep.Progress, "update", signalling)
+    assert run.main([*args, "--out", str(tmp_path / "cut")]) == code
+    err = capsys.readouterr().err
+    assert "--resume" in err and "already stopping" in err and "Traceback" not in err
+    assert signal.getsignal(signum) is not None and calls["n"] == 3
     monkeypatch.setattr(sweep.Progress, "update", update)
     assert run.main(["--resume", str(tmp_path / "cut"), "--quiet"]) == 0
     assert run.main([*args, "--out", str(tmp_path / "whole")]) == 0
     assert_same_files(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsys):
+    prepare = sweep.prepare
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "prepare", signalled)
+    assert run.main([*STEPFIT, "--out", str(tmp_path / "cut")]) == 130
+    assert not (tmp_path / "cut").exists() and "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(sweep, "prepare", prepare)
+    assert run.main([*STEPFIT, "--out", str(tmp_path / "cut")]) == 0
 
 
 def test_resume_and_overwrite_need_the_right_folders(tmp_path, capsys):
