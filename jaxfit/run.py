@@ -1,10 +1,11 @@
 """The command line: `python -m jaxfit.run --config NAME [--set key=value ...] [--out DIR]`,
 and `python -m jaxfit.run --resume DIR` to continue a stopped run.
 
-Every bad input (config name, key, type, range, output folder) ends with one line on stderr
-naming what is wrong and what is allowed, exit code 2, before anything is written. A run writes
-`DIR/config.toml` first and checkpoints under `DIR/checkpoints/` as it goes; Ctrl-C saves a
-checkpoint and exits with 130.
+Every bad input (config name, key, type, range, output folder, a run too large for memory) ends
+with one line on stderr naming what is wrong and what is allowed, exit code 2, before anything
+is written. A run holds its folder's lock, writes `config.toml` and checkpoints as it goes, and
+its files at the end (`rundir.py`: --overwrite trains aside and replaces only at the end). Ctrl-C
+or SIGTERM stop at the end of a chunk with a checkpoint (exit 130 / 143).
 """
 from __future__ import annotations
 

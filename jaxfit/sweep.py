@@ -336,6 +336,22 @@ def state_checksum(states: Any) -> str:
     return digest.hexdigest()
 
 
+def _quiet_closed_loop_noise() -> None:
+    """A failed orbax restore leaves tensorstore callbacks aimed at a closed asyncio loop, which
+    Python reports as 'Exception ignored' tracebacks long after the failure was handled. Drop
+    exactly those reports; every other unraisable exception still goes to the usual hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "jaxfit_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.jaxfit_filter = True
+    sys.unraisablehook = hook
+
+
 class Checkpoints:
     """The run's orbax CheckpointManager: the whole state (a pytree) and a little JSON with the
     progress and the state's checksum, so a damaged checkpoint is detected, not trained on."""
@@ -361,6 +377,7 @@ class Checkpoints:
                 if restored.meta.get("checksum", state_checksum(restored.state)) != state_checksum(restored.state):
                     raise ValueError("its data does not match its checksum")
             except Exception as error:  # noqa: BLE001 -- any damage: fall back to the previous checkpoint
+                _quiet_closed_loop_noise()
                 reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
                 print(f"checkpoint {step} is damaged ({reason}); trying the one before", file=sys.stderr, flush=True)
                 continue
