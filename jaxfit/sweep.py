@@ -221,9 +221,16 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
             for (_, run_chunk), s, c in zip(trainers, states, coords)
         ]
 
-    init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, data, given).compile()
-    states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, data, given))
-    chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
+    try:
+        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, data, given).compile()
+        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, data, given))
+        chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
+    except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner allocates while compiling
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        raise TooLarge(f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
+                       f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; run fewer models "
+                       "(sweep.n_seeds, swept values) or smaller sizes (train.batch_size, train.eval_batch_size)") from None
     memory = chunk_fn.memory_analysis()
     needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
     _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))

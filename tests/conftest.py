@@ -1,9 +1,19 @@
 """Small configs for fast tests: the real configs with sizes cut down by `--set` overrides."""
 from __future__ import annotations
 
-import pytest
+import os
+import tempfile
 
-from jaxfit import config, sweep
+# One persistent XLA compilation cache for the whole suite (and the processes it starts): many
+# tests compile the same small configs, and a cached executable is the same program, so the
+# numbers are unchanged. Set before jax is imported.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxfit-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402
+
+from jaxfit import config, sweep  # noqa: E402
 
 # 1,100 samples, 1,000 for training: 10 steps per epoch instead of 900.
 SMALL_SUMSQ = ["task.n_samples=1100", "task.n_train=1000", "train.epochs=3", "sweep.n_seeds=2"]
@@ -23,3 +33,15 @@ def run_small(name: str, *overrides: str) -> sweep.Result:
 def sumsq_result() -> sweep.Result:
     """The small sumsq run (2 seeds x {manual, he}), shared by several tests."""
     return run_small("sumsq")
+
+
+@pytest.fixture(scope="session")
+def stepfit_run(tmp_path_factory) -> "Path":
+    """The small stepfit run through the CLI, uninterrupted: the reference that interrupted,
+    resumed and re-chunked runs of the same config must equal bit for bit (execution settings
+    never change a number, so one reference serves them all)."""
+    from jaxfit import run
+
+    out = tmp_path_factory.mktemp("reference") / "stepfit"
+    assert run.main(["--config", "stepfit", *[a for o in SMALL_STEPFIT for a in ("--set", o)], "--quiet", "--out", str(out)]) == 0
+    return out

@@ -194,9 +194,8 @@ def test_a_run_folder_has_one_writer_and_a_dead_one_leaves_no_lock(tmp_path, cap
 # ----------------------------------------------------------------------------- resume
 
 
-def test_resume_refuses_an_edited_config_but_takes_new_execution_settings(tmp_path, capsys):
+def test_resume_refuses_an_edited_config_but_takes_new_execution_settings(tmp_path, capsys, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20"]
-    assert run.main([*args, "--out", str(tmp_path / "whole")]) == 0
     cut = tmp_path / "cut"
     assert run.main([*args, "--out", str(cut), "--stop-after-chunks", "4"]) == 0
     original = (cut / "config.toml").read_text()
@@ -211,7 +210,7 @@ def test_resume_refuses_an_edited_config_but_takes_new_execution_settings(tmp_pa
     (cut / "config.toml").write_text(original.replace("chunk_epochs = 20", "chunk_epochs = 7"))
     assert run.main(["--resume", str(cut), "--stop-after-chunks", "3", "--quiet"]) == 0
     assert run.main(["--resume", str(cut), "--set", "execution.chunk_epochs=45", "--quiet"]) == 0
-    assert_same_files(tmp_path / "whole", cut)
+    assert_same_files(stepfit_run, cut)
     summary = json.loads((cut / "summary.json").read_text())
     assert all(m["steps"] <= 300 for m in summary["models"]) and summary["run"]["steps_run"] == 300
 
@@ -238,9 +237,8 @@ def _drop_manifest(step: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, _drop_manifest])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, damage):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, damage, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=1"]
-    assert run.main([*args, "--out", str(tmp_path / "whole")]) == 0
     cut = tmp_path / "cut"
     assert run.main([*args, "--out", str(cut), "--stop-after-chunks", "5"]) == 0
     newest = _newest_checkpoint(cut)
@@ -249,7 +247,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     assert run.main(["--resume", str(cut), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"checkpoint {newest.name} is damaged" in err and "Traceback" not in err
-    assert_same_files(tmp_path / "whole", cut)
+    assert_same_files(stepfit_run, cut)
 
 
 def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):

@@ -46,19 +46,18 @@ def test_result_is_the_same_whatever_the_chunk_size(tmp_path):
     assert_same_files(tmp_path / "a", tmp_path / "b")
 
 
-def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=2"]
-    assert run.main([*args, "--out", str(tmp_path / "whole")]) == 0
     assert run.main([*args, "--out", str(tmp_path / "parts"), "--stop-after-chunks", "5"]) == 0
     assert not (tmp_path / "parts" / "summary.json").exists()
     assert run.main(["--resume", str(tmp_path / "parts"), "--stop-after-chunks", "4", "--quiet"]) == 0
     assert run.main(["--resume", str(tmp_path / "parts"), "--quiet"]) == 0
-    assert_same_files(tmp_path / "whole", tmp_path / "parts")
+    assert_same_files(stepfit_run, tmp_path / "parts")
     assert len(list((tmp_path / "parts" / "checkpoints").iterdir())) <= 2  # keep_checkpoints
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys, signum, code):
+def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys, signum, code, stepfit_run):
     """Ctrl-C (SIGINT) or SIGTERM, sent to this process by the OS after the third chunk, and
     sent again while the run is stopping: one checkpoint, exit 128 + signal, an exact resume."""
     calls = {"n": 0}
@@ -79,8 +78,7 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch,
     assert signal.getsignal(signum) is not None and calls["n"] == 3
     monkeypatch.setattr(sweep.Progress, "update", update)
     assert run.main(["--resume", str(tmp_path / "cut"), "--quiet"]) == 0
-    assert run.main([*args, "--out", str(tmp_path / "whole")]) == 0
-    assert_same_files(tmp_path / "whole", tmp_path / "cut")
+    assert_same_files(stepfit_run, tmp_path / "cut")
 
 
 def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsys):
