@@ -74,18 +74,3 @@ def direction(optim: SGD | Adam, hp: dict) -> optax.GradientTransformation:
     if optim.momentum == 0.0:
         return optax.identity()
     return optax.trace(decay=hp["optim.momentum"])
-
-
-def schedule(group: Group, hp: dict, steps_per_epoch: int) -> optax.Schedule:
-    """The group's learning-rate schedule as an optax schedule (update count -> lr), with
-    PyTorch's arithmetic (`learning_rate`); usable in any optax chain."""
-    return lambda count: learning_rate(group.schedule, hp, count, steps_per_epoch)
-
-
-def optimizer(group: Group, hp: dict, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The group's optimiser as an optax chain: the direction (SGD's momentum trace, Adam's
-    moments), then -lr from the schedule at the update count. Applied with optax.apply_updates,
-    p + (-lr * d) is bit for bit PyTorch's p - lr * d (negation is exact). The count is the
-    number of updates applied, which is the step for every model still training (a stopped or
-    diverged model's state no longer changes)."""
-    return optax.chain(direction(group.optim, hp), optax.scale_by_learning_rate(schedule(group, hp, steps_per_epoch)))

@@ -23,7 +23,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from jaxfit import models, optim, piecewise, tasks
@@ -127,9 +126,8 @@ def _where(condition: jax.Array, new: Any, old: Any) -> Any:
 
 def make_step(cfg: Config, group: Group) -> Callable:
     """One optimiser update of one model: `step(params, opt_state, x, y, step, coords) ->
-    (new_params, new_opt_state, loss)`, loss being the train-mode MSE before the update and
-    opt_state that of `optim.optimizer` (an optax chain whose count is the step). The trainer
-    scans exactly this; the torch parity tests call it step by step."""
+    (new_params, new_opt_state, loss)`, loss being the train-mode MSE before the update. The
+    trainer scans exactly this; the torch parity tests call it step by step."""
     module = models.build(group.model, cfg.task)
     steps_per_epoch = cfg.steps_per_epoch
 
@@ -141,8 +139,9 @@ def make_step(cfg: Config, group: Group) -> Callable:
             return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optim.optimizer(group, coords.hp, steps_per_epoch).update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
+        direction, opt_state = optim.direction(group.optim, coords.hp).update(grads, opt_state, params)
+        return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state, loss
 
     return step_fn
 
@@ -172,7 +171,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         """The model's state before training; `given_params` (if any) replace the init scheme."""
         _, _, init_key = model_keys(cfg.seed, coords.seed_index)
         params = given_params if given_params is not None else models.init_params(group.model, task, shapes, coords.init_index, init_key)
-        opt_state = optim.optimizer(group, coords.hp, steps_per_epoch).init(params)
+        opt_state = optim.direction(group.optim, coords.hp).init(params)
         val_init = evaluate(params, data)["val"]
         reached = (val_init <= stop_loss) if stop_loss is not None else jnp.bool_(False)
         lr0 = optim.learning_rate(group.schedule, coords.hp, jnp.int32(0), steps_per_epoch)

@@ -37,7 +37,7 @@ def jax_trajectory(cfg, group_index, params, x, y):
             params, opt_state, loss = step_fn(params, opt_state, xs, ys, t, coords)
             return (params, opt_state), loss
 
-        opt_state = optim.optimizer(group, coords.hp, cfg.steps_per_epoch).init(params)
+        opt_state = optim.direction(group.optim, coords.hp).init(params)
         (params, _), losses = jax.lax.scan(body, (params, opt_state), (x, y, jnp.arange(len(x), dtype=jnp.int32)))
         return params, losses
 
