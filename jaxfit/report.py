@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -275,12 +276,22 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", per_model, ""])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxfit.report", description="Redraw summary.md and plots of a finished run.")
     parser.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
-    print(redraw(args.dir))
+    missing = [name for name in ("config.toml", "summary.json", "history.npz", "params.npz") if not (args.dir / name).is_file()]
+    if missing:
+        print(f"error: {args.dir}: not a finished jaxfit run (no {', '.join(missing)})", file=sys.stderr)
+        return 2
+    try:
+        text = redraw(args.dir)
+    except (config_lib.ConfigError, OSError, ValueError, KeyError) as error:
+        print(f"error: {args.dir}: its files cannot be read as a jaxfit run ({type(error).__name__}: {error})".splitlines()[0], file=sys.stderr)
+        return 2
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -284,7 +284,16 @@ def test_reports_handle_diverged_and_never_trained_models(tmp_path, capsys, args
     assert len(pngs) >= 3
     for png in out.glob("*.png"):
         png.unlink()
-    report.main([str(out)])  # redraws from the files alone
+    assert report.main([str(out)]) == 0  # redraws from the files alone
     assert sorted(p.name for p in out.glob("*.png")) == pngs
     if any(m["diverged"] for m in summary["models"]):
         assert "diverged_step" in printed and np.isnan(np.load(out / "history.npz")["val_loss"]).any()
+
+
+def test_report_of_a_folder_that_is_not_a_finished_run_is_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nothing")]) == 2
+    one_line_error(capsys, "not a finished jaxfit run")
+    for name in ("config.toml", "summary.json", "history.npz", "params.npz"):
+        (tmp_path / name).write_text("garbage")
+    assert report.main([str(tmp_path)]) == 2
+    one_line_error(capsys, "cannot be read as a jaxfit run")
