@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import signal
 import sys
@@ -189,7 +188,6 @@ class Prepared:
     init_fn: Any
     chunk_fn: Any
     compile_s: float
-    memory_bytes: int  # the compiled chunk's estimate: arguments + outputs + temporaries, per device
 
 
 def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
@@ -234,7 +232,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
     memory = chunk_fn.memory_analysis()
     needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
     _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))
-    return Prepared(cfg, groups, coords, data, given, init_fn, chunk_fn, time.perf_counter() - start, needed)
+    return Prepared(cfg, groups, coords, data, given, init_fn, chunk_fn, time.perf_counter() - start)
 
 
 def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 # One persistent XLA compilation cache for the whole suite (and the processes it starts): many
 # tests compile the same small configs, and a cached executable is the same program, so the
@@ -36,7 +37,7 @@ def sumsq_result() -> sweep.Result:
 
 
 @pytest.fixture(scope="session")
-def stepfit_run(tmp_path_factory) -> "Path":
+def stepfit_run(tmp_path_factory) -> Path:
     """The small stepfit run through the CLI, uninterrupted: the reference that interrupted,
     resumed and re-chunked runs of the same config must equal bit for bit (execution settings
     never change a number, so one reference serves them all)."""
