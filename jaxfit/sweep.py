@@ -367,6 +367,8 @@ class Checkpoints:
         self.per_chunk = train.chunk_intervals(cfg)  # for checkpoints of earlier versions, which counted chunks
 
     def save(self, step: int, states: Any, meta: dict) -> None:
+        if step in self.manager.all_steps():  # the state at a given interval is always the same
+            return
         meta = {**meta, "checksum": state_checksum(states)}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
 
