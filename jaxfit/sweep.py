@@ -173,7 +173,7 @@ def available_memory(device: jax.Device) -> int | None:
 def _check_fits(what: str, needed: float, available: int | None) -> None:
     if available is not None and needed > available:
         raise TooLarge(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
-                       "run fewer models (sweep.n_seeds, swept values) or smaller sizes (train.batch_size, train.eval_batch_size)")
+                       "run fewer models (sweep.n_seeds, swept values) or smaller sizes (model.width, train.batch_size, train.eval_batch_size)")
 
 
 @dataclass
@@ -228,7 +228,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
             raise
         raise TooLarge(f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
                        f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; run fewer models "
-                       "(sweep.n_seeds, swept values) or smaller sizes (train.batch_size, train.eval_batch_size)") from None
+                       "(sweep.n_seeds, swept values) or smaller sizes (model.width, train.batch_size, train.eval_batch_size)") from None
     memory = chunk_fn.memory_analysis()
     needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
     _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))
