@@ -32,7 +32,7 @@ timed() {  # timed NAME LIMIT CMD...: run CMD with a limit, log its wall time an
     local t0=$(date +%s.%N)
     timeout --signal=INT --kill-after=20 "$limit" "$@" >>"$out/log.txt" 2>&1
     local rc=$?
-    log "$name: exit $rc, wall $(echo "$(date +%s.%N) - $t0" | bc) s"
+    log "$name: exit $rc, wall $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s"
     return $rc
 }
 
