@@ -29,6 +29,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a config or group name is also a folder name
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'"
 
 
 class ConfigError(ValueError):
@@ -428,7 +429,7 @@ def from_dict(raw: dict, name: str) -> Config:
             raise _fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
     run_name = raw.get("name", name)
     if not isinstance(run_name, str) or not NAME_PATTERN.fullmatch(run_name):
-        raise _fail("name", run_name, "expected 1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-' (it names the output folder)")
+        raise _fail("name", run_name, f"expected {NAME_RULE} (it names the output folder)")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
         raise _fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
@@ -448,7 +449,7 @@ def from_dict(raw: dict, name: str) -> Config:
         if not isinstance(table, dict):
             raise _fail(path, table, "expected a table")
         if not NAME_PATTERN.fullmatch(str(group_name)):
-            raise _fail(path, table, "a group name is 1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'")
+            raise _fail(path, table, f"a group name is {NAME_RULE}")
         for key in table:
             if key not in DEFAULT_TABLES:
                 raise _fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")

@@ -154,6 +154,7 @@ def count_models(cfg: Config) -> int:
 
 
 HOST_BYTES_PER_MODEL = 4096  # labels, coordinates and the summary entry of one model on the host
+SMALLER = "run fewer models (sweep.n_seeds, swept values) or smaller sizes (model.width, train.batch_size, train.eval_batch_size)"
 
 
 def available_memory(device: jax.Device) -> int | None:
@@ -172,8 +173,7 @@ def available_memory(device: jax.Device) -> int | None:
 
 def _check_fits(what: str, needed: float, available: int | None) -> None:
     if available is not None and needed > available:
-        raise TooLarge(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; "
-                       "run fewer models (sweep.n_seeds, swept values) or smaller sizes (model.width, train.batch_size, train.eval_batch_size)")
+        raise TooLarge(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; {SMALLER}")
 
 
 @dataclass
@@ -227,8 +227,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         raise TooLarge(f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
-                       f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; run fewer models "
-                       "(sweep.n_seeds, swept values) or smaller sizes (model.width, train.batch_size, train.eval_batch_size)") from None
+                       f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; {SMALLER}") from None
     memory = chunk_fn.memory_analysis()
     needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
     _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))
@@ -381,7 +380,8 @@ class Checkpoints:
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                                meta=ocp.args.JsonRestore()))
-                if restored.meta.get("checksum", state_checksum(restored.state)) != state_checksum(restored.state):
+                checksum = state_checksum(restored.state)
+                if restored.meta.get("checksum", checksum) != checksum:  # checkpoints of earlier versions have none
                     raise ValueError("its data does not match its checksum")
             except Exception as error:  # noqa: BLE001 -- any damage: fall back to the previous checkpoint
                 _quiet_closed_loop_noise()

@@ -19,6 +19,9 @@ from jaxfit import config, sweep  # noqa: E402
 # 1,100 samples, 1,000 for training: 10 steps per epoch instead of 900.
 SMALL_SUMSQ = ["task.n_samples=1100", "task.n_train=1000", "train.epochs=3", "sweep.n_seeds=2"]
 SMALL_STEPFIT = ["train.steps=300", "sweep.n_seeds=3"]
+# ... as command lines
+STEPFIT = ["--config", "stepfit", *[a for o in SMALL_STEPFIT for a in ("--set", o)], "--quiet"]
+SUMSQ = ["--config", "sumsq", *[a for o in SMALL_SUMSQ for a in ("--set", o)], "--quiet"]
 
 
 def small(name: str, *overrides: str) -> config.Config:
@@ -44,5 +47,5 @@ def stepfit_run(tmp_path_factory) -> Path:
     from jaxfit import run
 
     out = tmp_path_factory.mktemp("reference") / "stepfit"
-    assert run.main(["--config", "stepfit", *[a for o in SMALL_STEPFIT for a in ("--set", o)], "--quiet", "--out", str(out)]) == 0
+    assert run.main([*STEPFIT, "--out", str(out)]) == 0
     return out

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jaxfit import report, run, rundir, sweep
-from tests.test_long_runs import STEPFIT, SUMSQ, assert_same_files
+from tests.conftest import STEPFIT, SUMSQ
+from tests.test_long_runs import assert_same_files
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 
 from jaxfit import report, run, sweep
-from tests.conftest import SMALL_STEPFIT, SMALL_SUMSQ, run_small
+from tests.conftest import STEPFIT, SUMSQ, run_small
 from tests.test_train import assert_same_model, model_arrays
 
-STEPFIT = ["--config", "stepfit", *[a for o in SMALL_STEPFIT for a in ("--set", o)], "--quiet"]
-SUMSQ = ["--config", "sumsq", *[a for o in SMALL_SUMSQ for a in ("--set", o)], "--quiet"]
 
 
 def run_files(out: Path) -> dict[str, np.ndarray]:
@@ -71,11 +69,12 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch,
         return update(self, *args)
 
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20"]
+    handler = signal.getsignal(signum)
     monkeypatch.setattr(sweep.Progress, "update", signalling)
     assert run.main([*args, "--out", str(tmp_path / "cut")]) == code
     err = capsys.readouterr().err
     assert "--resume" in err and "already stopping" in err and "Traceback" not in err
-    assert signal.getsignal(signum) is not None and calls["n"] == 3
+    assert signal.getsignal(signum) is handler and calls["n"] == 3  # the handler in place before is back
     monkeypatch.setattr(sweep.Progress, "update", update)
     assert run.main(["--resume", str(tmp_path / "cut"), "--quiet"]) == 0
     assert_same_files(stepfit_run, tmp_path / "cut")
