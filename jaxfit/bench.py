@@ -7,8 +7,8 @@ every step), sumsq (dropout on, Adam + StepLR). Implementations: jaxfit; the see
 PyTorch loop (one model after another, as the forum scripts run); a torch.func vmap ensemble
 with a hand-written optimiser; that ensemble under torch.compile. Every measurement runs in a
 fresh subprocess (so its peak RSS is its own) for a fixed number of steps after a warm-up;
-compile time is reported apart. Without torch, jaxfit alone is measured. Run from the
-repository root (the sequential loops are tests/torch_reference.py's models).
+compile time is reported apart. Without torch, jaxfit alone is measured. The sequential loops
+are jaxfit/experiments/torch_reference.py's models.
 
 Writes DIR/bench.json and DIR/throughput.png and prints the tables.
 """
@@ -44,7 +44,7 @@ def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
         group = "wide" if workload == "stepfit_wide" else "narrow"
         raw = config.to_dict(config.load("stepfit", [f"train.steps={steps}", f"sweep.n_seeds={n_models}"]))
         raw["groups"] = {group: raw["groups"][group]}
-        raw["train"].pop("stop_loss")  # a fixed number of steps for every model
+        raw["train"].pop("stop_at")  # a fixed number of steps for every model
         cfg = config.from_dict(raw, "bench")
     result = sweep.run(cfg, quiet=True)
     t = result.timing
@@ -59,8 +59,7 @@ def _torch_setup(threads: int):
 
     torch.set_num_threads(threads)
     torch.set_default_device(_TORCH_DEVICE)
-    sys.path.insert(0, str(Path.cwd()))
-    from tests import torch_reference
+    from jaxfit.experiments import torch_reference
 
     return torch, torch_reference
 
@@ -84,9 +83,9 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
     steps load kernels and make library handles)."""
     torch, ref = _torch_setup(threads)
     if workload == "sumsq":
-        from jaxfit import config, tasks
+        from jaxfit import config
 
-        x, y = tasks.sumsq_dataset(config.load("sumsq").task)
+        x, y = config.load("sumsq").task.dataset()
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
 
         def train_one(steps: int) -> None:
@@ -140,9 +139,9 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
     from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
     if workload == "sumsq":
-        from jaxfit import config, tasks
+        from jaxfit import config
 
-        x, y = tasks.sumsq_dataset(config.load("sumsq").task)
+        x, y = config.load("sumsq").task.dataset()
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
         nets = [ref.SumSq().manual_init() for _ in range(n_models)]
     else:

@@ -2,7 +2,9 @@
 
 A config file has run-wide tables (`task`, `train`, `sweep`), default tables for every group
 (`model`, `optim`, `schedule`) and optional `[groups.NAME]` tables that override those defaults
-for one group (a group is everything that shares one compiled shape). Without `[groups]` the
+for one group (a group is everything that shares one compiled shape). `task.name` picks the
+experiment (a registered `experiment.Task`), whose dataclasses define the `task` and `model`
+tables; a top-level `experiment` key imports one from outside the package first. Without `[groups]` the
 run has one group, `main`. The resolved config (what `--print-config` prints and what a run
 saves as `config.toml`) spells every group out in full and loads back to the same `Config`.
 
@@ -23,7 +25,11 @@ from typing import Any, Literal
 
 import tomli_w
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from jaxfit.experiment import Task, import_experiment, registry
+
+# The built-in configs: package data in an installed package, configs/ in a checkout.
+CONFIG_DIR = next((d for d in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs")
+                   if d.is_dir()), Path(__file__).resolve().parent / "configs")
 DEFAULT_TABLES = ("model", "optim", "schedule")
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1
@@ -36,88 +42,14 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line naming key, value and what is allowed."""
 
 
-def _bound(default: Any = dataclasses.MISSING, **limits: float) -> Any:
-    """A dataclass field with numeric limits (gt, ge, lt, le) checked on load."""
+def bounded(default: Any = dataclasses.MISSING, **limits: float) -> Any:
+    """A dataclass field with numeric limits (gt, ge, lt, le) checked on load, e.g.
+    `width: int = bounded(8, gt=0)`."""
     return field(default=default, metadata=limits)
 
 
 # A float, or a list of floats that becomes a sweep axis (one model per value, vmapped).
 Sweep = float | tuple[float, ...]
-
-# ----------------------------------------------------------------------------- tasks
-
-
-@dataclass(frozen=True)
-class SumsqTask:
-    """y = sum of squares of `n_inputs` IID U(low, high) inputs; a fixed dataset split in two."""
-
-    name: Literal["sumsq"] = "sumsq"
-    n_inputs: int = _bound(64, gt=0)
-    low: float = _bound(-5.0, ge=-1e6, le=1e6)  # |x| <= 1e6 keeps sum(x^2) finite in float32
-    high: float = _bound(8.0, ge=-1e6, le=1e6)
-    n_samples: int = _bound(100_000, gt=1)
-    n_train: int = _bound(90_000, gt=0)
-    data_seed: int = _bound(0, ge=0)
-    eval_train: bool = True  # also log eval-mode MSE on the whole training set each interval
-
-
-@dataclass(frozen=True)
-class StepfitTask:
-    """Fit a step; a fresh U[0, 1) batch every step; validation on a fixed linspace grid.
-
-    Arithmetic as in the seed: target(x) = where(x*scale > step_at, scale, 0) / scale.
-    """
-
-    name: Literal["stepfit"] = "stepfit"
-    scale: float = _bound(1000.0, gt=0, le=1e12)
-    step_at: float = _bound(100.0, ge=-1e12, le=1e12)
-    n_val: int = _bound(5001, gt=1)
-
-
-# ----------------------------------------------------------------------------- models
-
-INIT_SCHEMES = ("manual", "he", "torch_default")
-
-
-@dataclass(frozen=True)
-class ManualValues:
-    """Hand-set parameters for the shared-subnet model, in PyTorch's layout (fc3_weight may be
-    one number for all inputs)."""
-
-    fc1_weight: tuple[float, ...]
-    fc1_bias: tuple[float, ...]
-    fc2_weight: tuple[float, ...]
-    fc2_bias: float
-    fc3_weight: float | tuple[float, ...]
-    fc3_bias: float
-
-
-@dataclass(frozen=True)
-class SharedSubnet:
-    """Dense(1->width) -> act -> Dense(width->1) shared by every input, then Dense(n_inputs->1)."""
-
-    name: Literal["shared_subnet"] = "shared_subnet"
-    width: int = _bound(14, gt=0)
-    activation: Literal["relu", "leaky_relu"] = "relu"
-    negative_slope: float = _bound(0.01, ge=0)
-    dropout_inputs: float = _bound(0.0, ge=0, lt=1)
-    dropout_hidden: float = _bound(0.0, ge=0, lt=1)
-    dropout_outputs: float = _bound(0.0, ge=0, lt=1)
-    init: tuple[Literal["manual", "he", "torch_default"], ...] = ("torch_default",)
-    manual: ManualValues | None = None
-
-
-@dataclass(frozen=True)
-class MLP:
-    """Dense(1->width) -> act -> Dense(width->1) [-> act]."""
-
-    name: Literal["mlp"] = "mlp"
-    width: int = _bound(8, gt=0)
-    activation: Literal["relu", "leaky_relu"] = "relu"
-    negative_slope: float = _bound(0.01, ge=0)
-    output_activation: bool = False
-    init: tuple[Literal["he", "torch_default"], ...] = ("torch_default",)
-
 
 # ----------------------------------------------------------------------------- optimisers
 
@@ -127,8 +59,8 @@ class SGD:
     """torch.optim.SGD: buf = momentum*buf + g (buf = g at the first step); p -= lr*buf."""
 
     name: Literal["sgd"] = "sgd"
-    lr: Sweep = _bound(0.1, gt=0)
-    momentum: Sweep = _bound(0.0, ge=0, lt=1)
+    lr: Sweep = bounded(0.1, gt=0)
+    momentum: Sweep = bounded(0.0, ge=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -136,10 +68,10 @@ class Adam:
     """torch.optim.Adam (no weight decay, no amsgrad)."""
 
     name: Literal["adam"] = "adam"
-    lr: Sweep = _bound(1e-3, gt=0)
-    b1: Sweep = _bound(0.9, ge=0, lt=1)
-    b2: Sweep = _bound(0.999, ge=0, lt=1)
-    eps: Sweep = _bound(1e-8, gt=0)
+    lr: Sweep = bounded(1e-3, gt=0)
+    b1: Sweep = bounded(0.9, ge=0, lt=1)
+    b2: Sweep = bounded(0.999, ge=0, lt=1)
+    eps: Sweep = bounded(1e-8, gt=0)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -157,8 +89,8 @@ class StepDecay:
     """torch.optim.lr_scheduler.StepLR: lr = optim.lr * gamma ** (count // step_size)."""
 
     name: Literal["step"] = "step"
-    step_size: int = _bound(20, gt=0)
-    gamma: Sweep = _bound(0.9, gt=0)
+    step_size: int = bounded(20, gt=0)
+    gamma: Sweep = bounded(0.9, gt=0)
     interval: Literal["epoch", "step"] = "epoch"
 
 
@@ -168,12 +100,12 @@ class Cyclic:
     optim.lr is unused, as in torch."""
 
     name: Literal["cyclic"] = "cyclic"
-    base_lr: Sweep = _bound(0.001, gt=0)
-    max_lr: Sweep = _bound(0.1, gt=0)
-    step_size_up: int = _bound(2000, gt=0)
-    step_size_down: int = _bound(2000, gt=0)
+    base_lr: Sweep = bounded(0.001, gt=0)
+    max_lr: Sweep = bounded(0.1, gt=0)
+    step_size_up: int = bounded(2000, gt=0)
+    step_size_down: int = bounded(2000, gt=0)
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
-    gamma: Sweep = _bound(1.0, gt=0)
+    gamma: Sweep = bounded(1.0, gt=0)
     interval: Literal["epoch", "step"] = "step"
 
 
@@ -182,36 +114,36 @@ class Cyclic:
 
 @dataclass(frozen=True)
 class Train:
-    """How long and how: give `epochs` or `steps` (an epoch of stepfit is one step)."""
+    """How long and how: give `epochs` or `steps` (the task says how many steps make an epoch)."""
 
-    epochs: int | None = _bound(None, gt=0)
-    steps: int | None = _bound(None, gt=0)
-    batch_size: int = _bound(100, gt=0)
-    eval_every: int = _bound(1, gt=0)  # epochs between validations
-    stop_loss: float | None = _bound(None, gt=0)  # a model stops once val loss <= this
-    eval_batch_size: int = _bound(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
+    epochs: int | None = bounded(None, gt=0)
+    steps: int | None = bounded(None, gt=0)
+    batch_size: int = bounded(100, gt=0)
+    eval_every: int = bounded(1, gt=0)  # epochs between validations
+    stop_at: float | None = bounded(None)  # a model stops once its monitored metric reaches this (val_loss <= it by default)
+    eval_batch_size: int = bounded(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
 
 
 @dataclass(frozen=True)
 class Execution:
     """How a run is driven from the host; none of it changes a result."""
 
-    chunk_epochs: int | None = _bound(None, gt=0)  # epochs per compiled chunk; default ~1/100 of the run
-    checkpoint_every: int = _bound(10, gt=0)  # chunks between checkpoints (one is also written at the end)
-    keep_checkpoints: int = _bound(2, gt=0)
+    chunk_epochs: int | None = bounded(None, gt=0)  # epochs per compiled chunk; default ~1/100 of the run
+    checkpoint_every: int = bounded(10, gt=0)  # chunks between checkpoints (one is also written at the end)
+    keep_checkpoints: int = bounded(2, gt=0)
 
 
 @dataclass(frozen=True)
 class SweepAxes:
     """Seeds: model k of a group uses seed index k % n_seeds; every key derives from it."""
 
-    n_seeds: int = _bound(1, gt=0)
+    n_seeds: int = bounded(1, gt=0)
 
 
 @dataclass(frozen=True)
 class Group:
     name: str
-    model: SharedSubnet | MLP
+    model: Any  # one of the task's `models` tables
     optim: SGD | Adam
     schedule: Constant | StepDecay | Cyclic
 
@@ -220,17 +152,16 @@ class Group:
 class Config:
     name: str
     seed: int
-    task: SumsqTask | StepfitTask
+    task: Task  # the experiment: its [task] table, and what it trains
     train: Train
     sweep: SweepAxes
     groups: tuple[Group, ...]
     execution: Execution = Execution()
+    experiment: str | None = None  # what was imported to register the task (a .py file's absolute path, or a module)
 
     @property
     def steps_per_epoch(self) -> int:
-        if isinstance(self.task, SumsqTask):
-            return self.task.n_train // self.train.batch_size
-        return 1
+        return self.task.steps_per_epoch(self.train.batch_size)
 
     @property
     def n_epochs(self) -> int:
@@ -244,17 +175,14 @@ class Config:
         return -(-self.n_epochs // self.train.eval_every)
 
 
-KINDS = {
-    "task": (SumsqTask, StepfitTask),
-    "model": (SharedSubnet, MLP),
-    "optim": (SGD, Adam),
-    "schedule": (Constant, StepDecay, Cyclic),
-}
+OPTIMS = (SGD, Adam)
+SCHEDULES = (Constant, StepDecay, Cyclic)
 
 # ----------------------------------------------------------------------------- building
 
 
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+def fail(key: str, value: Any, allowed: str) -> ConfigError:
+    """The one-line error for config key `key` = `value`; `allowed` says what is allowed."""
     return ConfigError(f"config key '{key}' = {value!r}: {allowed}")
 
 
@@ -283,17 +211,17 @@ def _scalar(option: Any, value: Any, key: str, limits: dict) -> Any:
         if not (isinstance(value, int) and not isinstance(value, bool)):
             return _NO_MATCH
         if value > INT32_MAX:  # counts and sizes are int32 inside jit
-            raise _fail(key, value, f"must be <= {INT32_MAX}")
+            raise fail(key, value, f"must be <= {INT32_MAX}")
     if option is float:
         if not _is_number(value):
             return _NO_MATCH
         value = float(value)
         if not abs(value) <= FLOAT32_MAX:  # also false for NaN
-            raise _fail(key, value, f"must be a finite number of magnitude <= {FLOAT32_MAX:.4g} (models compute in float32)")
+            raise fail(key, value, f"must be a finite number of magnitude <= {FLOAT32_MAX:.4g} (models compute in float32)")
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     checks = {"gt": lambda b: value > b, "ge": lambda b: value >= b, "lt": lambda b: value < b, "le": lambda b: value <= b}
     if not all(checks[name](bound) for name, bound in limits.items()):
-        raise _fail(key, value, "must be " + " and ".join(f"{symbols[n]} {b:g}" for n, b in limits.items()))
+        raise fail(key, value, "must be " + " and ".join(f"{symbols[n]} {b:g}" for n, b in limits.items()))
     return value
 
 
@@ -306,9 +234,9 @@ def _coerce(hint: Any, value: Any, key: str, limits: dict) -> Any:
     scalars = [o for o in options if typing.get_origin(o) is not tuple]
     if isinstance(value, list):
         if not sequences:
-            raise _fail(key, value, "a list is allowed only on sweep axes (numbers of optim and schedule, model.init)")
+            raise fail(key, value, "a list is allowed only on sweep axes (numbers of optim and schedule, model.init)")
         if not value:
-            raise _fail(key, value, "an empty list has no models; give at least one value")
+            raise fail(key, value, "an empty list has no models; give at least one value")
         item = typing.get_args(sequences[0])[0]
         return tuple(_coerce(item, v, key, limits) for v in value)
     for option in scalars:
@@ -317,7 +245,7 @@ def _coerce(hint: Any, value: Any, key: str, limits: dict) -> Any:
             return result
     if sequences:
         return (_coerce(typing.get_args(sequences[0])[0], value, key, limits),)
-    raise _fail(key, value, f"expected {_describe(hint)}")
+    raise fail(key, value, f"expected {_describe(hint)}")
 
 
 def _describe(hint: Any) -> str:
@@ -340,7 +268,7 @@ def _describe(hint: Any) -> str:
 def _build(cls: type, raw: Any, path: str) -> Any:
     """Make dataclass `cls` from a TOML table, checking every key, type and limit."""
     if not isinstance(raw, dict):
-        raise _fail(path, raw, "expected a table")
+        raise fail(path, raw, "expected a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -351,25 +279,25 @@ def _build(cls: type, raw: Any, path: str) -> Any:
                 table = path.split(".", 2)[2]
                 hint = (f"; this group's {table} is {raw['name']!r}, and a --set {table}.{key} reaches every group: "
                         f"set it per group with --set groups.NAME.{table}.{key}=...")
-            raise _fail(f"{path}.{key}", raw[key], f"unknown key{kind}; allowed here: {', '.join(fields)}{hint}")
+            raise fail(f"{path}.{key}", raw[key], f"unknown key{kind}; allowed here: {', '.join(fields)}{hint}")
     values = {}
     for name, value in raw.items():
         values[name] = _coerce(hints[name], value, f"{path}.{name}", dict(fields[name].metadata))
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
-        raise _fail(f"{path}.{missing[0]}", None, "missing; this key is required")
+        raise fail(f"{path}.{missing[0]}", None, "missing; this key is required")
     return cls(**values)
 
 
-def _build_kind(table: str, raw: Any, path: str) -> Any:
-    """Build a task/model/optim/schedule table, choosing its dataclass by `name`."""
-    kinds = {cls.__dataclass_fields__["name"].default: cls for cls in KINDS[table]}
+def _build_kind(kinds: tuple[type, ...], raw: Any, path: str, whose: str = "") -> Any:
+    """Build a task/model/optim/schedule table, choosing its dataclass from `kinds` by `name`."""
+    by_name = {cls.__dataclass_fields__["name"].default: cls for cls in kinds}
     if not isinstance(raw, dict):
-        raise _fail(path, raw, "expected a table")
+        raise fail(path, raw, "expected a table")
     name = raw.get("name")
-    if name not in kinds:
-        raise _fail(f"{path}.name", name, f"must be one of {', '.join(repr(k) for k in kinds)}")
-    return _build(kinds[name], raw, path)
+    if name not in by_name:
+        raise fail(f"{path}.name", name, f"must be one of {', '.join(repr(k) for k in by_name)}{whose}")
+    return _build(by_name[name], raw, path)
 
 
 def _merge(defaults: dict, override: dict) -> dict:
@@ -386,80 +314,74 @@ def _merge(defaults: dict, override: dict) -> dict:
 
 
 def _check_run(cfg: Config) -> None:
-    """Checks that need more than one key."""
-    train, task = cfg.train, cfg.task
+    """Checks that need more than one key (the engine's, then the experiment's own)."""
+    train = cfg.train
     if (train.epochs is None) == (train.steps is None):
-        raise _fail("train.epochs", train.epochs, f"give exactly one of train.epochs and train.steps (train.steps = {train.steps!r})")
-    if isinstance(task, SumsqTask):
-        if task.n_train >= task.n_samples:
-            raise _fail("task.n_train", task.n_train, f"must be < task.n_samples = {task.n_samples}")
-        if task.n_train % train.batch_size:
-            raise _fail("train.batch_size", train.batch_size, f"must divide task.n_train = {task.n_train} (every batch is full)")
-        if not task.low < task.high:
-            raise _fail("task.low", task.low, f"must be < task.high = {task.high}")
-        if train.steps is not None and train.steps % cfg.steps_per_epoch:
-            raise _fail("train.steps", train.steps, f"must be a whole number of epochs ({cfg.steps_per_epoch} steps each); or set train.epochs")
+        raise fail("train.epochs", train.epochs, f"give exactly one of train.epochs and train.steps (train.steps = {train.steps!r})")
+    if train.steps is not None and train.steps % cfg.steps_per_epoch:
+        raise fail("train.steps", train.steps, f"must be a whole number of epochs ({cfg.steps_per_epoch} steps each); or set train.epochs")
     if not cfg.groups:
-        raise _fail("groups", {}, "at least one group is needed")
+        raise fail("groups", {}, "at least one group is needed")
     for group in cfg.groups:
-        model, where = group.model, f"groups.{group.name}.model"
-        if isinstance(task, StepfitTask) and isinstance(model, SharedSubnet):
-            raise _fail(f"{where}.name", model.name, "the stepfit task takes 'mlp'")
-        if isinstance(task, SumsqTask) and isinstance(model, MLP):
-            raise _fail(f"{where}.name", model.name, "the sumsq task takes 'shared_subnet'")
-        if len(set(model.init)) != len(model.init):
-            raise _fail(f"{where}.init", list(model.init), "each init scheme at most once")
-        if isinstance(model, SharedSubnet) and "manual" in model.init:
-            values = model.manual
-            if values is None:
-                raise _fail(f"{where}.manual", None, "init 'manual' needs a [model.manual] table of values")
-            for key, size in (("fc1_weight", model.width), ("fc1_bias", model.width), ("fc2_weight", model.width)):
-                if len(getattr(values, key)) != size:
-                    raise _fail(f"{where}.manual.{key}", list(getattr(values, key)), f"needs {size} values (model.width)")
-            if isinstance(values.fc3_weight, tuple) and len(values.fc3_weight) != task.n_inputs:
-                raise _fail(f"{where}.manual.fc3_weight", list(values.fc3_weight), f"needs {task.n_inputs} values (task.n_inputs) or one number")
+        if len(set(group.model.init)) != len(group.model.init):
+            raise fail(f"groups.{group.name}.model.init", list(group.model.init), "each init scheme at most once")
+    cfg.task.check(cfg)
 
 
-def from_dict(raw: dict, name: str) -> Config:
-    """Build and validate a `Config` from a parsed TOML document."""
+def _import_experiment(spec: Any, base: Path) -> str:
+    """Import the module the config's top-level `experiment` key names (see experiment.py)."""
+    if not isinstance(spec, str) or not spec:
+        raise fail("experiment", spec, "expected a .py file (relative to the config) or a module name that registers the experiment")
+    try:
+        return import_experiment(spec, base)
+    except Exception as error:  # noqa: BLE001 -- any failure of the user's module is reported in one line
+        message = (str(error).strip().splitlines() or [""])[0][:300]
+        raise fail("experiment", spec, f"cannot be imported ({type(error).__name__}: {message})") from None
+
+
+def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
+    """Build and validate a `Config` from a parsed TOML document; `base` is the folder that a
+    relative `experiment` file is found in (the config file's)."""
     raw = copy.deepcopy(raw)
-    known = {"name", "seed", "task", "train", "sweep", "execution", "groups", *DEFAULT_TABLES}
+    known = {"name", "seed", "experiment", "task", "train", "sweep", "execution", "groups", *DEFAULT_TABLES}
     for key in raw:
         if key not in known:
-            raise _fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
+            raise fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
     run_name = raw.get("name", name)
     if not isinstance(run_name, str) or not NAME_PATTERN.fullmatch(run_name):
-        raise _fail("name", run_name, f"expected {NAME_RULE} (it names the output folder)")
+        raise fail("name", run_name, f"expected {NAME_RULE} (it names the output folder)")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
-        raise _fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
-    task = _build_kind("task", raw.get("task", {}), "task")
+        raise fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
+    experiment = _import_experiment(raw["experiment"], base or Path.cwd()) if "experiment" in raw else None
+    task = _build_kind(tuple(registry().values()), raw.get("task", {}), "task")
     train = _build(Train, raw.get("train", {}), "train")
     sweep = _build(SweepAxes, raw.get("sweep", {}), "sweep")
     group_tables = raw.get("groups", {"main": {}})
     if not isinstance(group_tables, dict):
-        raise _fail("groups", group_tables, "expected a table of [groups.NAME] tables")
+        raise fail("groups", group_tables, "expected a table of [groups.NAME] tables")
     defaults = {t: raw.get(t, {}) for t in DEFAULT_TABLES}
     for table, value in defaults.items():
         if not isinstance(value, dict):
-            raise _fail(table, value, "expected a table")
+            raise fail(table, value, "expected a table")
     groups = []
     for group_name, table in group_tables.items():
         path = f"groups.{group_name}"
         if not isinstance(table, dict):
-            raise _fail(path, table, "expected a table")
+            raise fail(path, table, "expected a table")
         if not NAME_PATTERN.fullmatch(str(group_name)):
-            raise _fail(path, table, f"a group name is {NAME_RULE}")
+            raise fail(path, table, f"a group name is {NAME_RULE}")
         for key in table:
             if key not in DEFAULT_TABLES:
-                raise _fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")
+                raise fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")
             if not isinstance(table[key], dict):
-                raise _fail(f"{path}.{key}", table[key], "expected a table")
-        parts = {t: _build_kind(t, _merge(defaults[t], table.get(t, {})), f"{path}.{t}") for t in ("model", "optim")}
-        schedule = _build_kind("schedule", _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
-        groups.append(Group(group_name, parts["model"], parts["optim"], schedule))
+                raise fail(f"{path}.{key}", table[key], "expected a table")
+        model = _build_kind(task.models, _merge(defaults["model"], table.get("model", {})), f"{path}.model", f" (the models of task {task.name!r})")
+        optim = _build_kind(OPTIMS, _merge(defaults["optim"], table.get("optim", {})), f"{path}.optim")
+        schedule = _build_kind(SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
+        groups.append(Group(group_name, model, optim, schedule))
     execution = _build(Execution, raw.get("execution", {}), "execution")
-    cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution)
+    cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution, experiment)
     _check_run(cfg)
     return cfg
 
@@ -468,20 +390,20 @@ def from_dict(raw: dict, name: str) -> Config:
 
 
 def find(name_or_path: str) -> Path:
-    """`configs/NAME.toml` (next to the package, or under the working directory), or a path to
-    a TOML file (any suffix)."""
+    """A path to a TOML file (any suffix), or a config NAME: configs/NAME.toml under the working
+    directory, else a built-in one (CONFIG_DIR)."""
     path = Path(name_or_path)
     if path.is_dir():
-        raise _fail("--config", name_or_path, "is a folder; give a config name or a TOML file (a run's own: DIR/config.toml)")
+        raise fail("--config", name_or_path, "is a folder; give a config name or a TOML file (a run's own: DIR/config.toml)")
     if path.is_file():
         return path
     if path.suffix == ".toml" or len(path.parts) > 1:
-        raise _fail("--config", name_or_path, "no such file")
+        raise fail("--config", name_or_path, "no such file")
     for folder in (Path.cwd() / "configs", CONFIG_DIR):
         if (folder / f"{name_or_path}.toml").is_file():
             return folder / f"{name_or_path}.toml"
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    raise _fail("--config", name_or_path, f"no such config; known: {', '.join(known)} (or a path to a TOML file)")
+    raise fail("--config", name_or_path, f"no such config; known: {', '.join(known)} (or a path to a TOML file)")
 
 
 def parse_value(text: str) -> Any:
@@ -499,13 +421,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise _fail("--set", item, "expected key.sub=value")
+            raise fail("--set", item, "expected key.sub=value")
         parts = key.strip().split(".")
         value = parse_value(text.strip())
         if parts[0] == "groups" and len(parts) >= 2:
             known = list(raw["groups"]) if isinstance(raw.get("groups"), dict) else ["main"]
             if parts[1] not in known:
-                raise _fail(key, text, f"no group {parts[1]!r} in this config; its groups: {', '.join(known)} (new groups go in the config file)")
+                raise fail(key, text, f"no group {parts[1]!r} in this config; its groups: {', '.join(known)} (new groups go in the config file)")
         targets = [raw]
         if parts[0] in DEFAULT_TABLES and isinstance(raw.get("groups"), dict):
             targets += [g for g in raw["groups"].values() if isinstance(g, dict)]
@@ -514,7 +436,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             for part in parts[:-1]:
                 table = table.setdefault(part, {})
                 if not isinstance(table, dict):
-                    raise _fail(key, text, f"'{part}' is not a table")
+                    raise fail(key, text, f"'{part}' is not a table")
             table[parts[-1]] = copy.deepcopy(value)
     return raw
 
@@ -525,11 +447,11 @@ def load(name_or_path: str, overrides: list[str] = ()) -> Config:
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise _fail("--config", str(path), f"not valid TOML ({error})") from None
+        raise fail("--config", str(path), f"not valid TOML ({error})") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise _fail("--config", str(path), f"cannot be read ({error})") from None
+        raise fail("--config", str(path), f"cannot be read ({error})") from None
     default_name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-") or "run"
-    return from_dict(apply_overrides(raw, list(overrides)), default_name)
+    return from_dict(apply_overrides(raw, list(overrides)), default_name, path.parent)
 
 
 def to_dict(cfg: Config) -> dict:
@@ -543,7 +465,8 @@ def to_dict(cfg: Config) -> dict:
         return value
 
     groups = {g.name: {t: clean(getattr(g, t)) for t in DEFAULT_TABLES} for g in cfg.groups}
-    return {"name": cfg.name, "seed": cfg.seed, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep),
+    head = {"name": cfg.name, "seed": cfg.seed} | ({"experiment": cfg.experiment} if cfg.experiment else {})
+    return {**head, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep),
             "execution": clean(cfg.execution), "groups": groups}
 
 

@@ -3,24 +3,24 @@
 Files (each written atomically: temp file + rename):
 - `config.toml`: the resolved config; loads back to the same run.
 - `summary.json`: {"run": {...}, "models": [...]}, one entry per model, in the order of the
-  first axis of every `history.npz` array. Model keys (all tasks):
+  first axis of every `history.npz` array. Model keys (METRIC: the task's eval metrics, e.g.
+  val_loss, and train_eval_loss where an experiment evaluates its training set; MONITOR: the one that
+  stopping and "best" look at, val_loss unless the experiment says otherwise):
     group, seed, init, <swept key: value>...   where the model sits
-    val_loss_init / loss_init                   eval-mode validation MSE before training (the
-                                                seeds' lossInit; loss_* are the seeds' names)
-    val_loss_final / loss_final                 ... at the end, or when the model stopped (lossFinl)
-    train_loss_final                            mean train-mode loss of the last interval trained
-    train_eval_loss_final                       eval-mode MSE on the training set (sumsq), else null
-    lr_final                                    learning rate of the last interval trained
-    val_loss_best, best_step, best_epoch        lowest validation loss after an interval, and when
+    METRIC_init                                 eval-mode metric before training (the seeds' lossInit)
+    train_loss_final, METRIC_final, lr_final    of the last interval trained (mean train-mode loss;
+                                                eval-mode metrics at its end; its learning rate)
+    loss_init, loss_final                       the seeds' names for val_loss_init/_final, where there is one
+    MONITOR_best, best_step, best_epoch         best monitored value after an interval, and when
     steps                                       updates applied (the stop step, or the cap)
-    reached, stop_step                          val loss <= train.stop_loss, and at which step
+    reached, stop_step                          MONITOR reached train.stop_at, and at which step
     diverged, diverged_step                     a non-finite loss or parameter froze the model
 - `history.npz`: `step`, `epoch` [n_logged] (steps / epochs done at each logged point);
-  `train_loss`, `val_loss`, `train_eval_loss`, `lr` [models, n_logged]; `val_loss_init` [models].
+  `train_loss`, METRIC..., `lr` [models, n_logged]; `METRIC_init` [models].
   NaN where a model had stopped.
 - `params.npz`: "<group>/<last|best|first>/<layer>/<kernel|bias>" [models of the group, ...]
   (Flax layout, kernel = PyTorch weight transposed); `first` is after the first interval.
-- `summary.md` (the printed table) and the PNG plots of `plots.py`.
+- `summary.md` (the printed table) and the PNG plots (the experiment's `plots`).
 
 `python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone.
 """
@@ -67,29 +67,27 @@ def _number(value: Any) -> Any:
 
 
 def model_entries(cfg: config_lib.Config, result: sweep.Result) -> list[dict]:
+    """One summary entry per model: where it sits, then its numbers (see the module docstring)."""
+    monitor = cfg.task.monitor
     entries = []
     for group, state in zip(result.groups, result.states):
         for i, label in enumerate(group.labels):
-            final = {k: _number(v[i]) for k, v in state.final.items()}
+            initial = {f"{k}_init": _number(v[i]) for k, v in state.initial.items()}
+            final = {f"{k}_final": _number(v[i]) for k, v in state.final.items()}
             best_step = int(state.best_step[i])
-            entry = dict(label)
-            entry.update(
-                val_loss_init=_number(state.val_init[i]),
-                loss_init=_number(state.val_init[i]),
-                val_loss_final=final["val_loss"],
-                loss_final=final["val_loss"],
-                train_loss_final=final["train_loss"],
-                train_eval_loss_final=final["train_eval_loss"],
-                lr_final=final["lr"],
-                val_loss_best=_number(state.best_val[i]),
-                best_step=best_step if best_step >= 0 else None,
-                best_epoch=best_step // cfg.steps_per_epoch if best_step >= 0 else None,
-                steps=int(state.steps_done[i]),
-                reached=bool(state.stop_step[i] >= 0),
-                stop_step=int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
-                diverged=bool(state.diverged_step[i] >= 0),
-                diverged_step=int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
-            )
+            entry = {**label, **initial, **final}
+            if "val_loss" in state.initial:  # the seeds' names for it: lossInit, lossFinl
+                entry.update(loss_init=entry["val_loss_init"], loss_final=entry["val_loss_final"])
+            entry.update({
+                f"{monitor}_best": _number(state.best_val[i]),
+                "best_step": best_step if best_step >= 0 else None,
+                "best_epoch": best_step // cfg.steps_per_epoch if best_step >= 0 else None,
+                "steps": int(state.steps_done[i]),
+                "reached": bool(state.stop_step[i] >= 0),
+                "stop_step": int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
+                "diverged": bool(state.diverged_step[i] >= 0),
+                "diverged_step": int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
+            })
             entries.append(entry)
     return entries
 
@@ -118,9 +116,10 @@ def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
 def history_arrays(cfg: config_lib.Config, result: sweep.Result) -> dict[str, np.ndarray]:
     steps = train.interval_end_steps(cfg, result.logged)
     arrays = {"step": steps, "epoch": steps / cfg.steps_per_epoch}
-    for name in train.METRICS:
+    for name in result.states[0].history:
         arrays[name] = np.concatenate([np.asarray(s.history[name])[:, :-1] for s in result.states])
-    arrays["val_loss_init"] = np.concatenate([np.asarray(s.val_init) for s in result.states])
+    for name in result.states[0].initial:
+        arrays[f"{name}_init"] = np.concatenate([np.asarray(s.initial[name]) for s in result.states])
     return arrays
 
 
@@ -141,8 +140,9 @@ def load_params(arrays: Any, group: str, kind: str) -> dict:
     return traverse_util.unflatten_dict(flat)
 
 
-def write_run(out: Path, cfg: config_lib.Config, result: sweep.Result) -> str:
+def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> str:
     """Write every file of a run into `out`; return the summary table."""
+    out = Path(out)
     summary = {"run": run_info(cfg, result), "models": model_entries(cfg, result)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
@@ -224,20 +224,21 @@ def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, 
     return sorted(((float(np.median(g)), len(g)) for g in groups), key=lambda c: -c[1])
 
 
-def set_rows(models: list[dict], metrics: list[str], stop_loss: float | None) -> list[dict]:
-    """One row per set of models differing only in seed: success rate, steps, loss clusters, medians."""
+def set_rows(models: list[dict], metrics: list[str], stop_at: float | None, monitor: str) -> list[dict]:
+    """One row per set of models differing only in seed: success rate, steps, clusters of the
+    monitored metric's final values, medians."""
     columns = [c for c in coordinate_columns(models) if c != "seed"]
     rows = []
     for key, index in model_sets(models).items():
         members = [models[i] for i in index]
         row = dict(zip(columns, key), n=len(members))
-        if stop_loss is not None:
+        if stop_at is not None:
             reached = [m for m in members if m["reached"]]
             low, high = wilson_interval(len(reached), len(members))
             row["reached"] = f"{len(reached)}/{len(members)} [{low:.2f}, {high:.2f}]"
             steps = [m["steps"] for m in reached]
             row["steps to threshold"] = f"{np.median(steps):,.0f} [{min(steps):,}–{max(steps):,}]" if steps else "-"
-            row["final-loss clusters"] = ", ".join(f"{c:.4g} ×{k}" for c, k in clusters([m["loss_final"] for m in members]))
+            row[f"final {monitor} clusters"] = ", ".join(f"{c:.4g} ×{k}" for c, k in clusters([m[f"{monitor}_final"] for m in members]))
         for metric in metrics:
             values = [m[metric] for m in members if isinstance(m[metric], int | float) and not isinstance(m[metric], bool)]
             if values:
@@ -247,16 +248,17 @@ def set_rows(models: list[dict], metrics: list[str], stop_loss: float | None) ->
 
 
 def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
-    """Per-set table (success rates with Wilson 95% intervals where there is a stop loss) and
-    the per-model table (the stepfit seed's lossInit / lossFinl / epochs columns, or sumsq's)."""
+    """Per-set table (success rates with Wilson 95% intervals where there is a stop threshold)
+    and the per-model table."""
     models, run = summary["models"], summary["run"]
     coords = coordinate_columns(models)
-    stop_loss = cfg.train.stop_loss
-    if stop_loss is not None:
-        metrics = ["loss_init", "loss_final", "steps", "reached", "train_loss_final", "lr_final"]
-        medians = ["loss_final"]
+    stop_at, monitor = cfg.train.stop_at, cfg.task.monitor
+    evals = [k[: -len("_final")] for k in models[0] if k.endswith("_final") and k not in ("train_loss_final", "lr_final", "loss_final")]
+    if stop_at is not None:
+        metrics = [f"{monitor}_init", f"{monitor}_final", "steps", "reached", "train_loss_final", "lr_final"]
+        medians = [f"{monitor}_final"]
     else:
-        metrics = ["val_loss_init", "train_loss_final", "val_loss_final", "train_eval_loss_final", "val_loss_best", "best_epoch", "steps"]
+        metrics = [f"{monitor}_init", "train_loss_final", *(f"{m}_final" for m in evals), f"{monitor}_best", "best_epoch", "steps"]
         medians = [m for m in metrics if m not in ("steps", "best_epoch")]
     metrics = [m for m in metrics if any(x.get(m) is not None for x in models)]
     if any(x["diverged"] for x in models):
@@ -268,10 +270,11 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
         f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s for {run['steps_run']:,} steps, "
         f"{run['model_steps_per_s']:,.0f} model-steps/s\n"
     )
-    rows = set_rows(models, medians, stop_loss)
+    rows = set_rows(models, medians, stop_at, monitor)
     title = "## Per group (models that differ only in seed)"
-    if stop_loss is not None:
-        title += f"\n\nreached: validation loss <= {stop_loss:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
+    if stop_at is not None:
+        sign = ">=" if cfg.task.goal == "max" else "<="
+        title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
     per_model = "## Every model\n\n" + markdown_table(models, coords + metrics)
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", per_model, ""])
 

@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m jaxfit.run", description="Train every model of an experiment config in one jit-compiled call.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="a name under configs/ (sumsq, stepfit, ...) or a path to a .toml file")
+    source.add_argument("--config", help="a built-in config name (an unknown one lists them) or a path to a .toml file")
     source.add_argument("--resume", type=Path, metavar="DIR", help="continue the stopped run in DIR from its latest checkpoint")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)")

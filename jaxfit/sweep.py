@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from jaxfit import optim, tasks, train
+from jaxfit import optim, train
 from jaxfit.signals import StopRequest
 from jaxfit.config import Config, Group
 
@@ -198,12 +198,12 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
     start = time.perf_counter()
     device = jax.devices()[0]
     n_models = count_models(cfg)
-    _check_fits(f"{n_models:,} models", n_models * HOST_BYTES_PER_MODEL + tasks.host_bytes(cfg.task), available_memory(jax.devices("cpu")[0]))
+    _check_fits(f"{n_models:,} models", n_models * HOST_BYTES_PER_MODEL + cfg.task.host_bytes(), available_memory(jax.devices("cpu")[0]))
     groups = expand(cfg)
     per_model, replicated, n_devices = _mesh()
-    data = tasks.make_data(cfg.task, cfg.train.eval_batch_size)
+    data = train.make_data(cfg.task, cfg.train.eval_batch_size)
     if batches is not None:
-        data = tasks.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
+        data = train.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
@@ -240,8 +240,8 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
     """Train every model of `cfg` (see `prepare` and `train_prepared`).
 
     initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
-      replacing the init scheme of those groups (Flax layout; `models.from_torch` converts a
-      PyTorch state_dict). batches: (x [steps, batch, inputs], y [steps, batch, 1]) used at
+      replacing the init scheme of those groups (Flax layout; an experiment's `from_torch` converts a
+      PyTorch state_dict). batches: (x [steps, batch, *input_shape], y [steps, batch, ...]) used at
       every step by every model instead of the task's own sampling."""
     with StopRequest() as stop:
         return train_prepared(prepare(cfg, initial_params, batches), quiet, checkpoint_dir, resume, stop_after_chunks, stop)

@@ -4,11 +4,11 @@
 first_interval)` for ONE model; `sweep.py` vmaps them over the models of each group and jits
 every group of a run into one call. Nothing here touches files or the host.
 
-Time: steps (one optimiser update each) make epochs (sumsq: one pass over the shuffled training
-set, 900 steps; stepfit: one fresh batch, one step), and epochs make intervals of
+Time: steps (one optimiser update each) make epochs (the task says how many: a pass over a
+shuffled training set, or one step on a fresh batch), and epochs make intervals of
 `train.eval_every` epochs. One interval = train its epochs, then evaluate in eval mode, check
 the stop threshold, keep the best parameters, write the history. A model is *active* until it
-reaches `train.stop_loss` or diverges (a non-finite loss or parameter: that update is dropped
+reaches `train.stop_at` or diverges (a non-finite loss or parameter: that update is dropped
 and the model frozen); an inactive model's state no longer changes.
 
 Randomness: a model's keys fold in the run seed and its seed index only, so models that differ
@@ -25,13 +25,41 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxfit import models, optim, piecewise, tasks
+from jaxfit import optim
 from jaxfit.config import Config, Group
-from jaxfit.models import fixed_order_sum
+from jaxfit.experiment import Task, template
+from jaxfit.kernels import scan
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
 MODELS_AXIS = "models"  # the vmapped (and sharded) axis of a group's models; run_chunk is vmapped with this name
-METRICS = ("train_loss", "val_loss", "train_eval_loss", "lr")
+
+
+class RunData(NamedTuple):
+    """What every model of a run reads: the task's fixed arrays, and optionally given batches
+    (x [steps, batch, *input_shape], y [steps, batch, ...]) that replace the task's own."""
+
+    task: Any
+    batches: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def make_data(task: Task, eval_chunk: int) -> RunData:
+    """The fixed arrays of a run (host numpy); passed into the jitted trainer as arguments."""
+    return RunData(task.data(eval_chunk))
+
+
+def with_batches(task: Task, data: RunData, x: np.ndarray, y: np.ndarray, n_steps: int, batch_size: int) -> RunData:
+    """Train on given batches instead of the task's own: step t uses (x[t], y[t]), for every
+    model (e.g. the batch order of a PyTorch run)."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    shape = (batch_size, *task.input_shape())
+    if x.ndim < 2 or x.shape[0] < n_steps or x.shape[1:] != shape or y.shape[:2] != x.shape[:2]:
+        raise ValueError(f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {', '.join(map(str, shape))}] and y [..., {batch_size}, ...]")
+    return data._replace(batches=(x, y))
+
+
+def metric_names(evals: dict) -> tuple[str, ...]:
+    """Every metric a model logs: its train-mode loss, the task's eval metrics, its learning rate."""
+    return ("train_loss", *evals, "lr")
 
 
 class Coords(NamedTuple):
@@ -50,17 +78,17 @@ class ModelState:
     best_params: Any  # lowest validation loss after an interval (the seed's ModelCheckpoint)
     best_val: jax.Array
     best_step: jax.Array
-    val_init: jax.Array  # validation loss before training (the seed's lossInit)
+    initial: dict[str, jax.Array]  # the task's eval metrics before training (the seeds' lossInit)
     active: jax.Array  # bool: still training
     steps_done: jax.Array  # updates applied
-    stop_step: jax.Array  # steps done when val loss first <= stop_loss; -1 if never
+    stop_step: jax.Array  # steps done when the monitored metric first reached train.stop_at; -1 if never
     diverged_step: jax.Array  # step whose update was non-finite; -1 if never
-    final: dict[str, jax.Array]  # METRICS of the last interval the model trained in
-    history: dict[str, jax.Array]  # METRICS at the logged intervals, [n_logged + 1] (last slot: scratch)
+    final: dict[str, jax.Array]  # metric_names of the last interval the model trained in
+    history: dict[str, jax.Array]  # metric_names at the logged intervals, [n_logged + 1] (last slot: scratch)
 
 
 def doprint_steps(last: int) -> list[int]:
-    """The steps the stepfit seed prints (its doPrint): 0, 1, 2, 5, 10, 30, 100, 300, ...,
+    """The steps a forum seed prints (its doPrint): 0, 1, 2, 5, 10, 30, 100, 300, ...,
     30000, 100000, then every 100000."""
     steps = [0, 1, 2, 5, 10]
     power = 10
@@ -73,7 +101,7 @@ def doprint_steps(last: int) -> list[int]:
 
 def logged_intervals(cfg: Config) -> np.ndarray:
     """Intervals whose metrics go into the history: all of them for runs of up to 1000
-    intervals (sumsq: every epoch); else those ending at one of the seed's doPrint steps or on
+    intervals (e.g. every epoch of 600); else those ending at one of the seed's doPrint steps or on
     a log-spaced grid of 200 steps, and the last one. Nothing is stored per step."""
     n = cfg.n_intervals
     if n <= 1000:
@@ -100,35 +128,16 @@ def model_keys(seed: int, seed_index: jax.Array) -> tuple[jax.Array, jax.Array, 
     return tuple(jax.random.fold_in(key, stream) for stream in (DATA_STREAM, DROPOUT_STREAM, INIT_STREAM))
 
 
-def mse(module, params, eval_set: tasks.EvalSet) -> jax.Array:
-    """Eval-mode mean squared error over an eval set, one chunk at a time."""
-
-    def chunk(total, xs):
-        x, y, weight = xs
-        pred = module.apply({"params": params}, x, train=False)
-        return total + fixed_order_sum(weight * fixed_order_sum((pred - y) ** 2)), None
-
-    total = scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
-    return total / fixed_order_sum(eval_set.weight.reshape(-1))  # a count: exact in float32
-
-
-def scan(body: Callable, carry: Any, xs: jax.Array) -> Any:
-    """lax.scan over xs, returning the carry; a length-1 scan is a plain call (stepfit's epochs
-    and intervals are one step each, and a while loop per step costs time on CPU)."""
-    if jax.tree.leaves(xs)[0].shape[0] == 1:
-        return body(carry, jax.tree.map(lambda x: x[0], xs))[0]
-    return jax.lax.scan(body, carry, xs)[0]
-
-
 def _where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
 def make_step(cfg: Config, group: Group) -> Callable:
     """One optimiser update of one model: `step(params, opt_state, x, y, step, coords) ->
-    (new_params, new_opt_state, loss)`, loss being the train-mode MSE before the update. The
-    trainer scans exactly this; the torch parity tests call it step by step."""
-    module = models.build(group.model, cfg.task)
+    (new_params, new_opt_state, loss)`, loss being the task's train-mode loss before the
+    update. The trainer scans exactly this; the torch parity tests call it step by step."""
+    task = cfg.task
+    module = task.module(group.model)
     steps_per_epoch = cfg.steps_per_epoch
 
     def step_fn(params, opt_state, x, y, step, coords: Coords):
@@ -136,7 +145,7 @@ def make_step(cfg: Config, group: Group) -> Callable:
 
         def loss_fn(params):
             pred = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.fold_in(dropout_key, step)})
-            return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
+            return task.loss(pred, y)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
@@ -146,58 +155,78 @@ def make_step(cfg: Config, group: Group) -> Callable:
     return step_fn
 
 
+def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key: jax.Array) -> Any:
+    """Parameters for scheme `model.init[init_index]` (a traced index: all of the group's
+    schemes are drawn and one is selected, so a vmapped group can mix schemes)."""
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    candidates = [task.init_params(model, zeros, scheme, key) for scheme in model.init]
+    if len(candidates) == 1:
+        return candidates[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
+
+
+def batch_at(task: Task, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int):
+    """The (x, y) a model trains on at global step `step`: the given batches, or the task's."""
+    if data.batches is not None:
+        return data.batches[0][step], data.batches[1][step]
+    return task.batch(data.task, order, key, step, step_in_epoch, batch_size)
+
+
 def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     """Build (init, run_chunk) for one model of `group`; see the module docstring."""
     task, train = cfg.task, cfg.train
-    module = models.build(group.model, task)
+    module = task.module(group.model)
     step_fn = make_step(cfg, group)
-    shapes = models.template(module, task)
+    shapes = template(module, task.input_shape())
     steps_per_epoch = cfg.steps_per_epoch
     n_steps = total_steps(cfg)
     chunk = chunk_intervals(cfg)
     logged = jnp.asarray(logged_intervals(cfg), jnp.int32)
     n_logged = int(logged.shape[0])
-    stop_loss = train.stop_loss
+    stop_at, monitor, maximise = train.stop_at, task.monitor, task.goal == "max"
     nan = jnp.float32(jnp.nan)
-    grid = piecewise.grid_for(task, group.model, train.eval_batch_size)
+    bound = task.val_bound(group.model, train.eval_batch_size)
 
-    def evaluate(params, data) -> dict[str, jax.Array]:
-        return {name: mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
+    def evaluate(params, data: RunData) -> dict[str, jax.Array]:
+        return task.evaluate(module, params, data.task)
 
-    def metrics(train_loss, evals, lr) -> dict[str, jax.Array]:
-        return {"train_loss": train_loss, "val_loss": evals["val"], "train_eval_loss": evals.get("train", nan), "lr": lr}
+    def reaches(value: jax.Array) -> jax.Array:
+        """The monitored metric is at the stop threshold."""
+        if stop_at is None:
+            return jnp.bool_(False)
+        return value >= stop_at if maximise else value <= stop_at
 
-    def init(coords: Coords, data, given_params=None) -> ModelState:
+    def init(coords: Coords, data: RunData, given_params=None) -> ModelState:
         """The model's state before training; `given_params` (if any) replace the init scheme."""
         _, _, init_key = model_keys(cfg.seed, coords.seed_index)
-        params = given_params if given_params is not None else models.init_params(group.model, task, shapes, coords.init_index, init_key)
+        params = given_params if given_params is not None else init_params(task, group.model, shapes, coords.init_index, init_key)
         opt_state = optim.direction(group.optim, coords.hp).init(params)
-        val_init = evaluate(params, data)["val"]
-        reached = (val_init <= stop_loss) if stop_loss is not None else jnp.bool_(False)
+        initial = evaluate(params, data)
+        reached = reaches(initial[monitor])
         lr0 = optim.learning_rate(group.schedule, coords.hp, jnp.int32(0), steps_per_epoch)
         return ModelState(
             params=params,
             opt_state=opt_state,
             first_params=params,
             best_params=params,
-            best_val=jnp.float32(jnp.inf),
+            best_val=jnp.float32(-jnp.inf if maximise else jnp.inf),
             best_step=jnp.int32(-1),
-            val_init=val_init,
+            initial=initial,
             active=~reached,
             steps_done=jnp.int32(0),
             stop_step=jnp.where(reached, 0, -1).astype(jnp.int32),
             diverged_step=jnp.int32(-1),
-            final={"train_loss": nan, "val_loss": val_init, "train_eval_loss": nan, "lr": lr0},
-            history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in METRICS},
+            final={"train_loss": nan, **initial, "lr": lr0},
+            history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
         )
 
-    def run_interval(state: ModelState, interval: jax.Array, coords: Coords, data) -> ModelState:
+    def run_interval(state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
         data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
 
         def train_step(carry, step_in_epoch, epoch, order):
             params, opt_state, active, steps_done, diverged_step, loss_sum = carry
             step = epoch * steps_per_epoch + step_in_epoch
-            x, y = tasks.train_batch(task, data, order, data_key, step, step_in_epoch, train.batch_size)
+            x, y = batch_at(task, data, order, data_key, step, step_in_epoch, train.batch_size)
             new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
             finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
             live = active & (step < n_steps)
@@ -208,7 +237,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
             return carry, None
 
         def train_epoch(carry, epoch):
-            order = tasks.epoch_order(task, data, data_key, epoch)
+            order = task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
             step_fn = lambda c, i: train_step(c, i, epoch, order)  # noqa: E731
             carry = scan(step_fn, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32))
             return carry, None
@@ -223,21 +252,22 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         lr = optim.learning_rate(group.schedule, coords.hp, first_step, steps_per_epoch)
         slot = jnp.searchsorted(logged, interval)
         slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
-        if grid is None:
+        if bound is None:
             evals = evaluate(params, data)
-            ranking = evals["val"]
+            ranking = evals[monitor]
         else:  # evaluate directly only where the value could matter, for any model of the group
-            ranking, margin = piecewise.bound(params, group.model, grid)
-            could_stop = (ranking - margin <= stop_loss) if stop_loss is not None else jnp.bool_(False)
+            ranking, margin = bound(params)
+            could_stop = reaches(ranking + margin if maximise else ranking - margin)
             matters = (slot < n_logged) | just_diverged | (active & could_stop)
             any_matters = jax.lax.psum(matters.astype(jnp.int32), MODELS_AXIS) > 0
-            evals = jax.lax.cond(any_matters, lambda: evaluate(params, data), lambda: {"val": ranking})
+            estimate = {name: ranking if name == monitor else nan for name in state.initial}
+            evals = jax.lax.cond(any_matters, lambda: evaluate(params, data), lambda: estimate)
         train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
-        record = metrics(train_loss, evals, lr)
+        record = {"train_loss": train_loss, **evals, "lr": lr}
 
-        reached = active & (evals["val"] <= stop_loss) if stop_loss is not None else jnp.bool_(False)
-        better = trained & (ranking < state.best_val)
-        history = {name: state.history[name].at[slot].set(jnp.where(trained, record[name], nan)) for name in METRICS}
+        reached = active & reaches(evals[monitor])
+        better = trained & ((ranking > state.best_val) if maximise else (ranking < state.best_val))
+        history = {name: state.history[name].at[slot].set(jnp.where(trained, record[name], nan)) for name in record}
         final = _where(trained, record, state.final)
         return ModelState(
             params=params,
@@ -246,16 +276,16 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
             best_params=_where(better, params, state.best_params),
             best_val=jnp.where(better, ranking, state.best_val),
             best_step=jnp.where(better, steps_done, state.best_step),
-            val_init=state.val_init,
+            initial=state.initial,
             active=active & ~reached,
             steps_done=steps_done,
             stop_step=jnp.where(reached, steps_done, state.stop_step),
             diverged_step=diverged_step,
-            final={**final, "val_loss": jnp.where(just_diverged, evals["val"], final["val_loss"])},
+            final={**final, monitor: jnp.where(just_diverged, evals[monitor], final[monitor])},
             history=history,
         )
 
-    def run_chunk(state: ModelState, coords: Coords, data, first_interval: jax.Array) -> ModelState:
+    def run_chunk(state: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
         """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
         body = lambda s, k: (run_interval(s, k, coords, data), None)  # noqa: E731
         return scan(body, state, first_interval + jnp.arange(chunk, dtype=jnp.int32))

@@ -21,7 +21,7 @@ def test_faithful_configs_load_with_the_seeds_numbers():
     assert (group.schedule.step_size, group.schedule.gamma, group.schedule.interval) == (20, 0.9, "epoch")
     stepfit = config.load("stepfit")
     narrow, wide = stepfit.groups
-    assert (narrow.model.width, wide.model.width, stepfit.train.steps, stepfit.train.stop_loss) == (1, 8, 1_000_001, 0.005)
+    assert (narrow.model.width, wide.model.width, stepfit.train.steps, stepfit.train.stop_at) == (1, 8, 1_000_001, 0.005)
     assert (wide.schedule.mode, wide.schedule.max_lr, wide.schedule.step_size_down) == ("triangular2", 0.5, 900)
 
 
@@ -54,14 +54,14 @@ BAD_INPUTS = [
     (["--config", "sumsq", "--set", "train.batch_size=7"], "'train.batch_size' = 7", "must divide task.n_train"),
     (["--config", "sumsq", "--set", "optim.name=rmsprop"], "'groups.main.optim.name' = 'rmsprop'", "'sgd', 'adam'"),
     (["--config", "sumsq", "--set", "schedule.name=cosine"], "'groups.main.schedule.name' = 'cosine'", "'constant', 'step', 'cyclic'"),
-    (["--config", "stepfit", "--set", "train.stop_loss=0"], "'train.stop_loss' = 0.0", "must be > 0"),
+    (["--config", "stepfit", "--set", "train.stop_at=true"], "'train.stop_at' = True", "expected a number"),
     (["--config", "sumsq", "--set", "optim.lr=[]"], "'groups.main.optim.lr' = []", "empty list"),
     (["--config", "sumsq", "--set", "optim.lr=-1e-4"], "'groups.main.optim.lr' = -0.0001", "must be > 0"),
     (["--config", "sumsq", "--set", "train.steps=100"], "'train.epochs' = 600", "exactly one of"),
     (["--config", "sumsq", "--set", "task.n_train=200000"], "'task.n_train' = 200000", "must be < task.n_samples"),
     (["--config", "sumsq", "--set", "nonsense"], "'--set' = 'nonsense'", "key.sub=value"),
     (["--config", "missing/file.toml"], "'--config' = 'missing/file.toml'", "no such file"),
-    (["--config", "stepfit", "--set", "groups.wide.model.name=shared_subnet"], "'groups.wide.model.name' = 'shared_subnet'", "takes 'mlp'"),
+    (["--config", "stepfit", "--set", "groups.wide.model.name=shared_subnet"], "'groups.wide.model.name' = 'shared_subnet'", "must be one of 'mlp' (the models of task 'stepfit')"),
 ]
 
 

@@ -39,8 +39,8 @@ def one_line_error(capsys, *words: str) -> str:
     ("task.step_at=nan", "'task.step_at'"),
     ("task.step_at=inf", "'task.step_at'"),
     ("task.scale=1e300", "'task.scale'"),
-    ("train.stop_loss=inf", "'train.stop_loss'"),
-    ("train.stop_loss=nan", "'train.stop_loss'"),
+    ("train.stop_at=inf", "'train.stop_at'"),
+    ("train.stop_at=nan", "'train.stop_at'"),
     ("optim.lr=inf", ".optim.lr'"),
     ("optim.lr=[0.1, nan]", ".optim.lr'"),
     ("optim.lr=1e39", ".optim.lr'"),  # finite in float64, infinite in float32
@@ -270,7 +270,7 @@ def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("args", [
     [*STEPFIT, "--set", "optim.lr=[0.1, 10000.0]"],  # some models diverge
-    [*STEPFIT, "--set", "train.stop_loss=10"],  # every model stops at step 0, never trained
+    [*STEPFIT, "--set", "train.stop_at=10"],  # every model stops at step 0, never trained
     [*SUMSQ, "--set", "optim.lr=[1e-4, 1e30]"],  # sumsq models diverge
     [*SUMSQ, "--set", "sweep.n_seeds=1", "--set", "model.init=he", "--set", "optim.lr=1e30"],  # all of them
 ])

@@ -108,7 +108,7 @@ def test_resume_and_overwrite_need_the_right_folders(tmp_path, capsys):
 
 def test_the_run_ends_early_once_every_model_has_stopped(tmp_path):
     out = tmp_path / "early"
-    assert run.main([*STEPFIT, "--set", "train.steps=100000", "--set", "train.stop_loss=0.95", "--out", str(out)]) == 0
+    assert run.main([*STEPFIT, "--set", "train.steps=100000", "--set", "train.stop_at=0.95", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert all(m["reached"] for m in summary["models"])
     assert summary["run"]["steps_run"] < 100_000 and summary["run"]["steps"] == 100_000

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, models, tasks, train
+from jaxfit import config, inits, kernels, train
+from jaxfit.experiment import template
+from jaxfit.experiments import sumsq
 
 SEED_FC1_W = [0.1, -0.1, 0.5, -0.5, 0.6, -0.6, 1.5, -1.5, 3.9, -3.9, 2.0, -2.0, 5.0, 1.0]
 SEED_FC1_B = [0, 0, -0.05, -0.05, -0.24, -0.24, -1.35, -1.35, -8.58, -8.58, -7.8, -7.8, -27.5, -7.1]
@@ -20,9 +22,9 @@ def seed_subnet(x):
 
 def sumsq_params(cfg, init="manual", key=0):
     group = cfg.groups[0]
-    module = models.build(group.model, cfg.task)
+    module = cfg.task.module(group.model)
     index = group.model.init.index(init)
-    return module, models.init_params(group.model, cfg.task, models.template(module, cfg.task), jnp.int32(index), jax.random.key(key))
+    return module, train.init_params(cfg.task, group.model, template(module, cfg.task.input_shape()), jnp.int32(index), jax.random.key(key))
 
 
 def test_shapes():
@@ -34,8 +36,8 @@ def test_shapes():
     assert module.apply({"params": params}, jnp.zeros((5, 64)), train=False).shape == (5, 1)
     stepfit = config.load("stepfit")
     for group, width in zip(stepfit.groups, (1, 8)):
-        module = models.build(group.model, stepfit.task)
-        p = models.init_params(group.model, stepfit.task, models.template(module, stepfit.task), jnp.int32(0), jax.random.key(0))
+        module = stepfit.task.module(group.model)
+        p = train.init_params(stepfit.task, group.model, template(module, stepfit.task.input_shape()), jnp.int32(0), jax.random.key(0))
         assert p["fc1"]["kernel"].shape == (1, width) and p["fc2"]["kernel"].shape == (width, 1)
         assert module.apply({"params": p}, jnp.zeros((7, 1)), train=False).shape == (7, 1)
 
@@ -44,7 +46,7 @@ def test_manual_init_is_the_seeds_14_relu_function():
     cfg = config.load("sumsq")
     module, params = sumsq_params(cfg)
     x = np.linspace(-5, 8, 1001).astype(np.float32)
-    g = np.asarray(models.subnet_function(cfg.groups[0].model, params, jnp.asarray(x)))
+    g = np.asarray(sumsq.subnet_function(cfg.groups[0].model, params, jnp.asarray(x)))
     np.testing.assert_allclose(g, seed_subnet(x.astype(np.float64)), rtol=1e-5, atol=1e-4)
     inputs = np.random.default_rng(0).uniform(-5, 8, (50, 64)).astype(np.float32)
     expected = seed_subnet(inputs.ravel().astype(np.float64)).reshape(50, 64).sum(1) - 0.01
@@ -87,18 +89,19 @@ def test_dropout_masks_differ_across_the_64_shared_subnets():
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_subnet_matches_autodiff_of_the_layers_it_replaces(activation, with_mask):
-    """models.subnet_apply (hidden units on a leading axis, a hand-written backward pass) gives
+    """kernels.subnet_apply (hidden units on a leading axis, a hand-written backward pass) gives
     the value and gradients of Dense(1->14) -> act -> dropout -> Dense(14->1) written plainly
     and differentiated by JAX, for the same mask."""
     cfg = config.load("sumsq", [f"model.activation={activation}", "model.negative_slope=0.1"])
     model = cfg.groups[0].model
-    params = models.he(models.template(models.build(model, cfg.task), cfg.task), jax.random.key(0))["subnet"]
+    params = inits.he(template(cfg.task.module(model), cfg.task.input_shape()), jax.random.key(0))["subnet"]
     params["fc1"]["bias"] = jax.random.normal(jax.random.key(1), (14,))  # units switching on and off inside the range
     x = jax.random.uniform(jax.random.key(2), (30, 64), minval=-5, maxval=8)
-    kept = models.dropout_mask(jax.random.key(3), (14, 30, 64), 0.2) if with_mask else None
+    kept = kernels.dropout_mask(jax.random.key(3), (14, 30, 64), 0.2) if with_mask else None
     keep = 0.8 if with_mask else 1.0
     weight = jax.random.normal(jax.random.key(4), (30, 64))
-    act = models.activation(model)
+    slope = model.slope
+    act = lambda v: jnp.where(v > 0, v, slope * v)  # noqa: E731 -- ReLU for slope 0
 
     def plain(params, x):
         hidden = act(x[..., None] * params["fc1"]["kernel"][0] + params["fc1"]["bias"])  # [30, 64, 14]
@@ -107,7 +110,7 @@ def test_subnet_matches_autodiff_of_the_layers_it_replaces(activation, with_mask
         return hidden @ params["fc2"]["kernel"][:, 0] + params["fc2"]["bias"][0]
 
     def ours(params, x):
-        return models.subnet_apply(x, kept, params, models.slope(model), keep)
+        return kernels.subnet_apply(x, kept, params, model.slope, keep)
 
     value, pullback = jax.vjp(ours, params, x)
     expected_value, expected_pullback = jax.vjp(plain, params, x)
@@ -131,7 +134,7 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     of one key (sumsq's three sites); identity in the model's eval mode."""
     p, n = 0.2, 1_000_000
     ones = jnp.ones((1000, 1000), jnp.float32)
-    a, b, c = (np.asarray(models.dropout(ones, jax.random.key(k), p, offset)) for k, offset in ((0, 0), (1, 0), (0, n)))
+    a, b, c = (np.asarray(kernels.dropout(ones, jax.random.key(k), p, offset)) for k, offset in ((0, 0), (1, 0), (0, n)))
     kept = a != 0
     assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / n)
     assert np.all(a[kept] == np.float32(1 / (1 - p)))
@@ -141,17 +144,18 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     with_dropout, without = (config.load("sumsq", overrides) for overrides in ([], [f"model.dropout_{site}=0" for site in ("inputs", "hidden", "outputs")]))
     module, params = sumsq_params(with_dropout)
     x = jnp.asarray(np.random.default_rng(2).uniform(-5, 8, (16, 64)).astype(np.float32))
-    plain = models.build(without.groups[0].model, without.task)
+    plain = without.task.module(without.groups[0].model)
     np.testing.assert_array_equal(module.apply({"params": params}, x, train=False), plain.apply({"params": params}, x, train=False))
     # the gradient (with the mask kept from the forward pass) is the mask's, scaled
-    grad = jax.grad(lambda x: jnp.sum(models.dropout(x, jax.random.key(0), p)))(ones)
+    grad = jax.grad(lambda x: jnp.sum(kernels.dropout(x, jax.random.key(0), p)))(ones)
     np.testing.assert_array_equal(np.asarray(grad), a)
 
 
 def test_epoch_order_is_a_fresh_permutation_every_epoch():
-    data = tasks.sumsq_data(config.load("sumsq").task, 2000)
+    task = config.load("sumsq").task
+    data = task.data(2000)
     key = jax.random.key(5)
-    first, again, second = (np.asarray(tasks.sumsq_epoch_order(data, key, jnp.int32(e))) for e in (0, 0, 1))
+    first, again, second = (np.asarray(task.epoch_order(data, key, jnp.int32(e))) for e in (0, 0, 1))
     np.testing.assert_array_equal(np.sort(first), np.arange(90_000))
     np.testing.assert_array_equal(first, again)
     assert np.mean(first == second) < 0.001 and abs(np.corrcoef(first, np.arange(90_000))[0, 1]) < 0.02
@@ -160,8 +164,9 @@ def test_epoch_order_is_a_fresh_permutation_every_epoch():
 def test_epoch_order_is_uniform_over_permutations():
     """All 24 orders of 4 samples, equally often over 24,000 epochs (chi-square, 23 degrees of
     freedom, p = 0.001 bound 49.7): no order favoured, e.g. by ties kept in index order."""
-    data = tasks.SumsqData(np.zeros((4, 64), np.float32), np.zeros((4, 1), np.float32), {})
-    orders = jax.jit(jax.vmap(lambda e: tasks.sumsq_epoch_order(data, jax.random.key(0), e)))(jnp.arange(24_000))
+    data = sumsq.SumsqData(np.zeros((4, 64), np.float32), np.zeros((4, 1), np.float32), {})
+    task = config.load("sumsq").task
+    orders = jax.jit(jax.vmap(lambda e: task.epoch_order(data, jax.random.key(0), e)))(jnp.arange(24_000))
     codes = np.asarray(orders) @ np.array([64, 16, 4, 1])
     counts = np.unique(codes, return_counts=True)[1]
     assert len(counts) == 24 and np.sum((counts - 1000.0) ** 2 / 1000.0) < 49.7
@@ -178,9 +183,9 @@ def test_outer_product_gradients_are_those_of_the_broadcast_multiply():
     def loss(product):
         return lambda lhs, rhs: jnp.sum(jax.vmap(product, in_axes=(0, None))(lhs, rhs) * cotangent)
 
-    ours = jax.grad(loss(models.outer_product), argnums=(0, 1))(lhs, rhs)
+    ours = jax.grad(loss(kernels.outer_product), argnums=(0, 1))(lhs, rhs)
     plain = jax.grad(loss(lambda a, b: a * b[0]), argnums=(0, 1))(lhs, rhs)
     for a, b in zip(ours, plain):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(models.outer_product(lhs, rhs), lhs * rhs[0])
+    np.testing.assert_array_equal(kernels.outer_product(lhs, rhs), lhs * rhs[0])

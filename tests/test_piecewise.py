@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxfit import config, models, piecewise, sweep, tasks, train
-from jaxfit.config import MLP
+from jaxfit import config, sweep
+from jaxfit.experiment import mse, template
+from jaxfit.experiments import stepfit
+from jaxfit.experiments.stepfit import MLP
 from tests.conftest import small
 
 
@@ -15,17 +17,17 @@ from tests.conftest import small
 def test_closed_form_is_within_its_margin_of_the_direct_loss(width, activation, output_activation):
     cfg = config.load("stepfit")
     model = MLP(width=width, activation=activation, negative_slope=0.001, output_activation=output_activation)
-    grid = piecewise.grid_for(cfg.task, model, cfg.train.eval_batch_size)
+    eval_set = cfg.task.data(cfg.train.eval_batch_size).eval_sets["val"]
+    grid = stepfit.grid_of(eval_set)
     assert grid is not None and grid.n == 5001 and grid.step == 501  # 0.1 * 1000 rounds to 100: not above the step
-    module = models.build(model, cfg.task)
-    shapes = models.template(module, cfg.task)
-    eval_set = tasks.make_data(cfg.task, cfg.train.eval_batch_size).eval_sets["val"]
+    module = cfg.task.module(model)
+    shapes = template(module, cfg.task.input_shape())
 
     def both(key, scale):
         leaves, treedef = jax.tree.flatten(shapes)
         keys = jax.random.split(key, len(leaves))
         params = jax.tree.unflatten(treedef, [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
-        return train.mse(module, params, eval_set), *piecewise.bound(params, model, grid)
+        return mse(module, params, eval_set), *stepfit.bound(params, model, grid)
 
     for scale in (0.3, 3.0, 300.0):
         direct, closed, margin = map(np.asarray, jax.jit(jax.vmap(lambda k: both(k, scale)))(jax.random.split(jax.random.key(width), 2000)))
@@ -33,10 +35,13 @@ def test_closed_form_is_within_its_margin_of_the_direct_loss(width, activation, 
         assert np.median(margin / direct) < 1e-2  # tight enough to skip most evaluations
 
 
-def test_closed_form_applies_to_stepfit_only():
-    stepfit, sumsq = config.load("stepfit"), config.load("sumsq")
-    assert piecewise.grid_for(stepfit.task, stepfit.groups[0].model, 10000) is not None
-    assert piecewise.grid_for(sumsq.task, sumsq.groups[0].model, 2000) is None
+def test_closed_form_applies_where_the_grid_is_uniform_with_a_step_target():
+    cfg, sumsq = config.load("stepfit"), config.load("sumsq")
+    assert cfg.task.val_bound(cfg.groups[0].model, 10000) is not None
+    assert sumsq.task.val_bound(sumsq.groups[0].model, 2000) is None  # the default: no closed form
+    eval_set = cfg.task.data(10000).eval_sets["val"]
+    assert stepfit.grid_of(eval_set._replace(x=eval_set.x ** 2)) is None  # not uniform
+    assert stepfit.grid_of(eval_set._replace(y=eval_set.x)) is None  # not a step
 
 
 def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
@@ -44,20 +49,20 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
     them) with a threshold some models cross: stop steps, histories, final losses and parameters
     are the same bits as with every validation computed directly (a huge margin). (The best
     parameters are ranked by the closed form either way: the same loss, rounded differently.)"""
-    cfg = small("stepfit", "train.steps=3000", "train.stop_loss=0.07", "sweep.n_seeds=8")
+    cfg = small("stepfit", "train.steps=3000", "train.stop_at=0.07", "sweep.n_seeds=8")
     fast = sweep.run(cfg, quiet=True)
-    bound = piecewise.bound
+    bound = stepfit.bound
 
     def huge_margin(*args):  # every validation direct, in the same program
         loss, margin = bound(*args)
         return loss, margin + 1e30
 
-    monkeypatch.setattr(piecewise, "bound", huge_margin)
+    monkeypatch.setattr(stepfit, "bound", huge_margin)
     direct = sweep.run(cfg, quiet=True)
     stops = np.concatenate([np.asarray(s.stop_step) for s in direct.states])
     assert np.any(stops > 0) and np.any(stops < 0)  # both cases exercised
     for a, b in zip(fast.states, direct.states):
-        for field in ("stop_step", "steps_done", "val_init", "final", "params", "diverged_step", "best_val", "best_step"):
+        for field in ("stop_step", "steps_done", "initial", "final", "params", "diverged_step", "best_val", "best_step"):
             jax.tree.map(np.testing.assert_array_equal, getattr(a, field), getattr(b, field))
-        for name in train.METRICS:  # the last column is scratch (written by unlogged intervals)
+        for name in a.history:  # the last column is scratch (written by unlogged intervals)
             np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])

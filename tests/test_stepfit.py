@@ -17,7 +17,7 @@ from tests.test_train import assert_same_model, model_arrays
 @pytest.fixture(scope="module")
 def stopped():
     """300 steps with a loose threshold, so that some models stop early and some do not."""
-    return sweep.run(small("stepfit", "train.stop_loss=0.07", "sweep.n_seeds=6"), quiet=True)
+    return sweep.run(small("stepfit", "train.stop_at=0.07", "sweep.n_seeds=6"), quiet=True)
 
 
 def test_early_stopping_freezes_exactly_the_models_that_hit_the_threshold(stopped):
@@ -120,7 +120,7 @@ def test_other_optimisers_activations_and_schedules_come_from_config(overrides):
     """The engine is not tied to the seed's choices: each of these trains (finite losses that move)."""
     result = sweep.run(small("stepfit", *overrides), quiet=True)
     for state in result.states:
-        final, start = np.asarray(state.final["val_loss"]), np.asarray(state.val_init)
+        final, start = np.asarray(state.final["val_loss"]), np.asarray(state.initial["val_loss"])
         assert np.all(np.isfinite(final)) and np.any(np.abs(final - start) > 1e-3)
     if "interval" in overrides[0]:
         np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), 0.1 * 0.5**2)  # steps 200..299

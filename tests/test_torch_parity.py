@@ -1,4 +1,4 @@
-"""jaxfit against a PyTorch reference of the seeds (tests/torch_reference.py), float32, CPU.
+"""jaxfit against a PyTorch reference of the seeds (jaxfit/experiments/torch_reference.py), float32, CPU.
 
 Skipped, with the install command as the reason, where torch is missing; CI installs it.
 """
@@ -12,8 +12,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch missing: pip install torch==2.13.0 (the CPU build) for the parity tests")
 from scipy import stats  # noqa: E402
 
-from jaxfit import config, models, optim, sweep, tasks, train  # noqa: E402
-from tests import torch_reference as ref  # noqa: E402
+from jaxfit import config, kernels, optim, sweep, train  # noqa: E402
+from jaxfit.experiment import template  # noqa: E402
+from jaxfit.experiments import stepfit as stepfit_experiment  # noqa: E402
+from jaxfit.experiments import sumsq as sumsq_experiment  # noqa: E402
+from jaxfit.experiments import torch_reference as ref  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -94,17 +97,17 @@ def test_same_parameters_give_the_same_outputs():
     for net in (ref.SumSq().manual_init(), ref.SumSq()):
         net.eval()
         expected = net(torch.as_tensor(x)).detach().numpy()
-        module = models.build(sumsq.groups[0].model, sumsq.task)
-        ours = np.asarray(module.apply({"params": models.from_torch(sumsq.groups[0].model, ref.state_numpy(net))}, x, train=False))
+        module = sumsq.task.module(sumsq.groups[0].model)
+        ours = np.asarray(module.apply({"params": sumsq_experiment.from_torch(ref.state_numpy(net))}, x, train=False))
         np.testing.assert_allclose(ours, expected, atol=1e-5 * np.abs(expected).max())
-    grid = tasks.stepfit_data(stepfit.task, 10_000).eval_sets["val"].x[0]
+    grid = stepfit.task.data(10_000).eval_sets["val"].x[0]
     for group, width in zip(stepfit.groups, (1, 8)):
         for seed in range(5):
             torch.manual_seed(seed)
             net = ref.StepModel(width)
             expected = net(torch.as_tensor(grid)).detach().numpy()
-            module = models.build(group.model, stepfit.task)
-            ours = np.asarray(module.apply({"params": models.from_torch(group.model, ref.state_numpy(net))}, grid, train=False))
+            module = stepfit.task.module(group.model)
+            ours = np.asarray(module.apply({"params": stepfit_experiment.from_torch(ref.state_numpy(net))}, grid, train=False))
             np.testing.assert_allclose(ours, expected, atol=1e-5 * max(np.abs(expected).max(), 1e-3))
 
 
@@ -112,7 +115,7 @@ def test_same_parameters_give_the_same_outputs():
 
 
 def sumsq_batches(n_steps: int, seed: int = 0):
-    x, y = tasks.sumsq_dataset(config.load("sumsq").task)
+    x, y = config.load("sumsq").task.dataset()
     order = np.random.default_rng(seed).permutation(90_000)
     index = np.concatenate([order, np.random.default_rng(seed + 1).permutation(90_000)])[: n_steps * 100]
     return x[index].reshape(n_steps, 100, 64), y[index].reshape(n_steps, 100, 1)
@@ -140,10 +143,10 @@ def test_sumsq_adam_step_lr_trajectory_matches_torch():
     net = ref.SumSq(p=0.0).manual_init()
     start = ref.state_numpy(net)
     torch_losses = ref.train_sumsq(net, x, y, steps_per_epoch=900, step_size=1, gamma=0.5)
-    params = models.from_torch(cfg.groups[0].model, start)
+    params = sumsq_experiment.from_torch(start)
     final, losses = jax_trajectory(cfg, 0, params, jnp.asarray(x), jnp.asarray(y))
     np.testing.assert_allclose(np.asarray(losses), torch_losses, rtol=SUMSQ_RTOL_LOSS)
-    expected = flat(models.from_torch(cfg.groups[0].model, ref.state_numpy(net)))
+    expected = flat(sumsq_experiment.from_torch(ref.state_numpy(net)))
     np.testing.assert_allclose(flat(final), expected, rtol=0, atol=SUMSQ_RTOL_PARAMS * np.abs(expected).max())
     # the whole engine, given the same start and batches, ends in the same place
     result = sweep.run(cfg, quiet=True, initial_params={"main": jax.tree.map(lambda a: a[None], params)}, batches=(x, y))
@@ -164,11 +167,11 @@ def test_stepfit_trajectories_match_torch(group_index, cyclic):
         net = ref.StepModel(group.model.width)
         start = ref.state_numpy(net)
         x = torch.rand(3000, 100, 1).numpy()
-        y = tasks.step_target(stepfit, x)
+        y = stepfit.target(x)
         torch_losses = ref.train_stepfit(net, x, y, cyclic)
-        final, losses = jax_trajectory(cfg, group_index, models.from_torch(group.model, start), jnp.asarray(x), jnp.asarray(y))
+        final, losses = jax_trajectory(cfg, group_index, stepfit_experiment.from_torch(start), jnp.asarray(x), jnp.asarray(y))
         np.testing.assert_allclose(np.asarray(losses), torch_losses, atol=STEPFIT_ATOL_LOSS)
-        np.testing.assert_allclose(flat(final), flat(models.from_torch(group.model, ref.state_numpy(net))), atol=STEPFIT_ATOL_PARAMS)
+        np.testing.assert_allclose(flat(final), flat(stepfit_experiment.from_torch(ref.state_numpy(net))), atol=STEPFIT_ATOL_PARAMS)
         moved += abs(torch_losses[-1] - torch_losses[0]) > 0.05
     assert moved >= 1  # at least one seed actually learned, so the comparison is not of frozen nets
 
@@ -177,10 +180,10 @@ def test_stepfit_trajectories_match_torch(group_index, cyclic):
 
 
 def jax_init_samples(model_cfg, task, scheme: str, n: int) -> dict:
-    module = models.build(model_cfg, task)
-    shapes = models.template(module, task)
+    module = task.module(model_cfg)
+    shapes = template(module, task.input_shape())
     index = jnp.int32(model_cfg.init.index(scheme))
-    draw = jax.jit(jax.vmap(lambda k: models.init_params(model_cfg, task, shapes, index, k)))
+    draw = jax.jit(jax.vmap(lambda k: train.init_params(task, model_cfg, shapes, index, k)))
     return jax.tree.map(np.asarray, draw(jax.random.split(jax.random.key(0), n)))
 
 
@@ -234,7 +237,7 @@ def test_dropout_semantics_match_torch():
     independent masks."""
     p, n = 0.2, 1_000_000
     ones = np.ones((1000, 1000), np.float32)
-    ours = np.asarray(models.dropout(jnp.asarray(ones), jax.random.key(0), p))
+    ours = np.asarray(kernels.dropout(jnp.asarray(ones), jax.random.key(0), p))
     layer = torch.nn.Dropout(p)
     theirs = layer(torch.as_tensor(ones)).numpy()
     for out in (ours, theirs):
@@ -246,7 +249,7 @@ def test_dropout_semantics_match_torch():
             assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 4 / np.sqrt(n)
     layer.eval()
     np.testing.assert_array_equal(layer(torch.as_tensor(ones)).numpy(), ones)
-    other_key = np.asarray(models.dropout(jnp.asarray(ones), jax.random.key(1), p)) != 0
+    other_key = np.asarray(kernels.dropout(jnp.asarray(ones), jax.random.key(1), p)) != 0
     assert abs(np.corrcoef((ours != 0).ravel(), other_key.ravel())[0, 1]) < 4 / np.sqrt(n)  # keys give independent masks
 
 
@@ -264,7 +267,7 @@ def test_sumsq_with_dropout_agrees_with_torch_within_seed_spread():
     result = sweep.run(cfg, quiet=True)
     jax_train = np.asarray(result.states[0].history["train_loss"])[:, :epochs]
     jax_val = np.asarray(result.states[0].history["val_loss"])[:, :epochs]
-    x, y = tasks.sumsq_dataset(cfg.task)
+    x, y = cfg.task.dataset()
     torch_train, torch_val = [], []
     for seed in range(n_seeds):
         torch.manual_seed(seed)

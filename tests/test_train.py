@@ -17,7 +17,7 @@ def model_arrays(result, group_name, label):
             index = [i for i, l in enumerate(group.labels) if all(l[k] == v for k, v in label.items())]
             assert len(index) == 1, (label, group.labels)
             return {k: np.asarray(v)[index[0]] for k, v in
-                    {**state.history, **state.final, "val_init": state.val_init, "steps": state.steps_done,
+                    {**state.history, **state.final, "val_init": state.initial["val_loss"], "steps": state.steps_done,
                      "kernel": state.params["fc3"]["kernel"] if "fc3" in state.params else state.params["fc2"]["kernel"]}.items()}
     raise AssertionError(group_name)
 
@@ -27,7 +27,7 @@ def test_loss_goes_down_without_dropout():
                        "model.init=torch_default", "optim.lr=0.01", "train.epochs=20")
     state = result.states[0]
     val = np.asarray(state.history["val_loss"])[:, :-1]
-    assert np.all(val[:, -1] < 0.2 * np.asarray(state.val_init)), (val[:, -1], state.val_init)
+    assert np.all(val[:, -1] < 0.2 * np.asarray(state.initial["val_loss"])), (val[:, -1], state.initial)
     assert np.all(np.asarray(state.history["train_loss"])[:, 19] < np.asarray(state.history["train_loss"])[:, 0])
 
 

@@ -3,8 +3,8 @@ validation computed directly on the grid, and compare.
 
     python results/stepfit/closed_form_check.py [RUN_DIR]    (default: faithful_100_seeds)
 
-jaxfit validates stepfit's nets through `piecewise.bound` (closed-form MSE and a rounding margin)
-and evaluates directly only where a value could matter (see jaxfit/piecewise.py). This reruns the
+jaxfit validates stepfit's nets through `stepfit.bound` (closed-form MSE and a rounding margin)
+and evaluates directly only where a value could matter (see jaxfit/experiments/stepfit.py). This reruns the
 config of RUN_DIR in the same program with the margin made huge, so that every validation is the
 direct one, and compares every model's stop step, divergence, final and best losses, logged
 history and saved parameters with RUN_DIR's files, bit for bit. Writes RUN_DIR/closed_form_check.json; exits 1 on any
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxfit import config, piecewise, report, sweep
+from jaxfit import config, report, sweep
+from jaxfit.experiments import stepfit
 
 ROOT = Path(__file__).resolve().parent
 COMPARED = ("stop_step", "reached", "diverged_step", "val_loss_final", "val_loss_best", "best_step", "train_loss_final")
@@ -27,13 +28,13 @@ COMPARED = ("stop_step", "reached", "diverged_step", "val_loss_final", "val_loss
 
 def direct_everywhere() -> None:
     """Make the margin huge: every model could stop at every step, so every validation is direct."""
-    bound = piecewise.bound
+    bound = stepfit.bound
 
     def huge_margin(*args):
         loss, margin = bound(*args)
         return loss, margin + 1e30
 
-    piecewise.bound = huge_margin
+    stepfit.bound = huge_margin
 
 
 def main(run_dir: Path) -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxfit import config, models, report, tasks
+from jaxfit import config, report
+from jaxfit.experiments import sumsq
 
 ROOT = Path(__file__).resolve().parent
 
@@ -27,7 +28,7 @@ def per_model(run: Path) -> list[dict]:
     cfg = config.load(str(run / "config.toml"))
     summary = json.loads((run / "summary.json").read_text())
     arrays = np.load(run / "params.npz")
-    x, y = tasks.sumsq_dataset(cfg.task)
+    x, y = cfg.task.dataset()
     pick = np.random.default_rng(1).choice(np.arange(cfg.task.n_train, cfg.task.n_samples), 2000, replace=False)
     x, y = x[pick], y[pick, 0]
     grid = np.linspace(cfg.task.low, cfg.task.high, 131, dtype=np.float32)
@@ -37,12 +38,12 @@ def per_model(run: Path) -> list[dict]:
         group = entry["group"]
         index = position[group] = position.get(group, -1) + 1
         model = groups[group].model
-        module = models.build(model, cfg.task)
+        module = cfg.task.module(model)
         params = jax.tree.map(lambda a: a[index], report.load_params(arrays, group, "last"))
         eval_pred = np.asarray(module.apply({"params": params}, x, train=False))[:, 0]
         keys = jax.random.split(jax.random.key(index), 32)
         train_pred = np.mean([np.asarray(module.apply({"params": params}, x, train=True, rngs={"dropout": k}))[:, 0] for k in keys], axis=0)
-        g = np.asarray(models.subnet_function(model, params, grid))
+        g = np.asarray(sumsq.subnet_function(model, params, grid))
         w3, b3 = np.asarray(params["fc3"]["kernel"])[:, 0], float(np.asarray(params["fc3"]["bias"])[0])
         h = w3.mean() * g + b3 / cfg.task.n_inputs
         c, d = np.polyfit(grid**2, h, 1)

@@ -1,5 +1,6 @@
 """The seeds' two experiments in plain PyTorch (CPU, float32): no Lightning, no W&B. Written
-from ../shared/seeds/ for the parity tests; jaxfit itself never imports torch.
+from ../shared/seeds/ for the parity tests (tests/test_torch_parity.py) and the benchmark's
+PyTorch side (jaxfit.bench); nothing else in jaxfit imports torch.
 
 sumsq: the forum's `x2` LightningModule, with Lightning's loop made explicit: Adam, then
 StepLR stepped once per epoch (Lightning's default interval for a scheduler returned from

@@ -1,0 +1,204 @@
+"""The experiment interface: what an experiment tells the engine, and the registry of experiments.
+
+An experiment is a `Task` subclass, registered with `@register`: a frozen dataclass whose fields
+are its `[task]` config table (its `name` field's default is the experiment's name, what a
+config's `task.name` picks) and whose methods say what it trains. It must give
+
+    models                  the model tables it accepts (dataclasses with `name` and `init`)
+    input_shape()           one sample's input shape
+    data(eval_chunk)        the fixed arrays of a run (host numpy; any pytree)
+    batch(data, order, key, step, step_in_epoch, batch_size)
+                            the (x, y) one model trains on at a step (inside jit)
+    module(model)           the Flax module of a model table
+
+and may override the defaults: one step per epoch and no epoch order (`steps_per_epoch`,
+`epoch_order`), PyTorch's init schemes (`init_params`), MSE (`loss`, `evaluate`: one
+`NAME_loss` per eval set), `val_loss` monitored, lower is better (`monitor`, `goal`: what
+`train.stop_at` and the best parameters look at), cross-key checks (`check`), a closed-form
+filter for the monitored metric (`val_bound`), plots (`plots`: the common loss curves).
+
+The engine never names an experiment: it calls these methods. Built-in experiments live in
+`jaxfit/experiments/`; one from outside the package is imported by the config's top-level
+`experiment` key (a .py file beside the config, or an importable module name).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit import inits
+from jaxfit.kernels import fixed_order_sum, scan
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from jaxfit.config import Config
+
+Params = dict
+
+
+class EvalSet(NamedTuple):
+    """Inputs and targets padded to whole chunks of `chunk`; `weight` is 0 on the padding."""
+
+    x: np.ndarray  # [n_chunks, chunk, *input_shape]
+    y: np.ndarray  # [n_chunks, chunk, *target_shape]
+    weight: np.ndarray  # [n_chunks, chunk]
+
+
+def make_eval_set(x: np.ndarray, y: np.ndarray, chunk: int) -> EvalSet:
+    """An eval set of samples x [n, ...], y [n, ...], evaluated `chunk` samples at a time."""
+    chunk = min(chunk, len(x))
+    n_chunks = -(-len(x) // chunk)
+    pad = n_chunks * chunk - len(x)
+    weight = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+    return EvalSet(x.reshape(n_chunks, chunk, *x.shape[1:]), y.reshape(n_chunks, chunk, *y.shape[1:]), weight.reshape(n_chunks, chunk))
+
+
+def mean_over(eval_set: EvalSet, per_sample: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+    """The mean of `per_sample(x, y)` ([chunk] values) over an eval set, one chunk at a time, in
+    an order fixed by the shapes (a model's numbers never depend on its neighbours)."""
+
+    def chunk(total, xs):
+        x, y, weight = xs
+        return total + fixed_order_sum(weight * per_sample(x, y)), None
+
+    total = scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
+    return total / fixed_order_sum(eval_set.weight.reshape(-1))  # a count: exact in float32
+
+
+def mse(module: nn.Module, params: Params, eval_set: EvalSet) -> jax.Array:
+    """Eval-mode mean squared error over an eval set (targets [chunk, outputs])."""
+    return mean_over(eval_set, lambda x, y: fixed_order_sum((module.apply({"params": params}, x, train=False) - y) ** 2))
+
+
+def template(module: nn.Module, input_shape: tuple[int, ...]) -> Params:
+    """A parameter tree of the right shapes (values are overwritten by an init scheme)."""
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))["params"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base of every experiment; see the module docstring. Subclasses are frozen dataclasses
+    whose fields (with `config.bounded` limits) are the `[task]` table."""
+
+    models: ClassVar[tuple[type, ...]] = ()
+    monitor: ClassVar[str] = "val_loss"  # the metric of `evaluate` that stopping and "best" look at
+    goal: ClassVar[str] = "min"  # "min": lower is better (stop when <= train.stop_at); "max": higher
+
+    def check(self, cfg: Config) -> None:
+        """Checks that need more than one key; raise `config.fail(key, value, allowed)`."""
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimiser steps in one epoch (an epoch is what `train.epochs` and `eval_every` count)."""
+        return 1
+
+    def host_bytes(self) -> int:
+        """Host memory the fixed arrays take while they are made (checked before a run starts)."""
+        return 0
+
+    def input_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError(f"{type(self).__name__}.input_shape")
+
+    def data(self, eval_chunk: int) -> Any:
+        """The fixed arrays of a run (host numpy); `evaluate` by default reads `data.eval_sets`,
+        a dict of `EvalSet`s made with `make_eval_set(x, y, eval_chunk)`."""
+        raise NotImplementedError(f"{type(self).__name__}.data")
+
+    def epoch_order(self, data: Any, key: jax.Array, epoch: jax.Array) -> Any:
+        """What every step of an epoch shares (e.g. a permutation of the training set); passed to
+        `batch` as `order`."""
+        return None
+
+    def batch(self, data: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
+              batch_size: int) -> tuple[jax.Array, jax.Array]:
+        """The (x [batch, *input_shape], y) a model trains on at global step `step`; `key` is the
+        model's data key (its seed index only: models of one seed see the same batches)."""
+        raise NotImplementedError(f"{type(self).__name__}.batch")
+
+    def module(self, model: Any) -> nn.Module:
+        """The Flax module of a model table; called as `apply({'params': p}, x, train=...)` with
+        rngs {'dropout': key} in training."""
+        raise NotImplementedError(f"{type(self).__name__}.module")
+
+    def init_params(self, model: Any, shapes: Params, scheme: str, key: jax.Array) -> Params:
+        """Parameters of init scheme `scheme` (one of `model.init`); `shapes` is a zero tree."""
+        return inits.SCHEMES[scheme](shapes, key)
+
+    def loss(self, pred: jax.Array, y: jax.Array) -> jax.Array:
+        """The training loss of a batch: MSE (torch's nn.MSELoss, mean over every element)."""
+        return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
+
+    def evaluate(self, module: nn.Module, params: Params, data: Any) -> dict[str, jax.Array]:
+        """Eval-mode metrics (scalars) after every interval: `NAME_loss` (MSE) per eval set."""
+        return {f"{name}_loss": mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
+
+    def val_bound(self, model: Any, eval_chunk: int) -> Callable[[Params], tuple[jax.Array, jax.Array]] | None:
+        """Optional fast filter: params -> (monitored metric in closed form, margin) with
+        |closed form - evaluate's value| <= margin. The engine then evaluates directly only where
+        the value could decide a stop or is logged, and ranks best parameters by the closed form."""
+        return None
+
+    def plots(self, out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> None:
+        """PNG plots of a finished run into `out`, from its files (see report.py)."""
+        from jaxfit import plots
+
+        plots.loss_curves(out, summary, history, "step", log_x=True)
+
+
+# ----------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: file an experiment under its `name` field's default. Registering the
+    same class again (a module imported twice, a notebook cell run again) replaces it."""
+    name = cls.__dataclass_fields__["name"].default
+    previous = _REGISTRY.get(name)
+    if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"experiment {name!r} is already registered by {previous.__module__}.{previous.__qualname__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Task]]:
+    """Every registered experiment by name (the built-in ones are imported first)."""
+    import jaxfit.experiments  # noqa: F401 -- registers the built-in experiments
+
+    return dict(_REGISTRY)
+
+
+def import_experiment(spec: str, base: Path) -> str:
+    """Import what registers an outside experiment: a .py file (relative to `base`, the config's
+    folder) or a module name. Returns what a resolved config keeps: the file's absolute path,
+    or the module name. Raises ImportError (one line) if it cannot."""
+    if not spec.endswith(".py"):
+        importlib.import_module(spec)
+        return spec
+    path = (base / spec).resolve()
+    if not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    for module in list(sys.modules.values()):  # already imported (e.g. `import spirals` in a notebook)
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
+            return str(path)
+    name = path.stem if path.stem not in sys.modules else f"jaxfit_experiment_{abs(hash(str(path)))}"
+    loader = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[name] = module
+    try:
+        loader.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return str(path)
