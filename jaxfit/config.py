@@ -51,64 +51,6 @@ def bounded(default: Any = dataclasses.MISSING, **limits: float) -> Any:
 # A float, or a list of floats that becomes a sweep axis (one model per value, vmapped).
 Sweep = float | tuple[float, ...]
 
-# ----------------------------------------------------------------------------- optimisers
-
-
-@dataclass(frozen=True)
-class SGD:
-    """torch.optim.SGD: buf = momentum*buf + g (buf = g at the first step); p -= lr*buf."""
-
-    name: Literal["sgd"] = "sgd"
-    lr: Sweep = bounded(0.1, gt=0)
-    momentum: Sweep = bounded(0.0, ge=0, lt=1)
-
-
-@dataclass(frozen=True)
-class Adam:
-    """torch.optim.Adam (no weight decay, no amsgrad)."""
-
-    name: Literal["adam"] = "adam"
-    lr: Sweep = bounded(1e-3, gt=0)
-    b1: Sweep = bounded(0.9, ge=0, lt=1)
-    b2: Sweep = bounded(0.999, ge=0, lt=1)
-    eps: Sweep = bounded(1e-8, gt=0)
-
-
-# ----------------------------------------------------------------------------- schedules
-# `interval` says when the scheduler steps: once per "epoch" (Lightning's default for
-# StepLR) or once per optimiser "step" (the seed's CyclicLR loop).
-
-
-@dataclass(frozen=True)
-class Constant:
-    name: Literal["constant"] = "constant"
-
-
-@dataclass(frozen=True)
-class StepDecay:
-    """torch.optim.lr_scheduler.StepLR: lr = optim.lr * gamma ** (count // step_size)."""
-
-    name: Literal["step"] = "step"
-    step_size: int = bounded(20, gt=0)
-    gamma: Sweep = bounded(0.9, gt=0)
-    interval: Literal["epoch", "step"] = "epoch"
-
-
-@dataclass(frozen=True)
-class Cyclic:
-    """torch.optim.lr_scheduler.CyclicLR (cycle_momentum=False); it sets the lr itself, so
-    optim.lr is unused, as in torch."""
-
-    name: Literal["cyclic"] = "cyclic"
-    base_lr: Sweep = bounded(0.001, gt=0)
-    max_lr: Sweep = bounded(0.1, gt=0)
-    step_size_up: int = bounded(2000, gt=0)
-    step_size_down: int = bounded(2000, gt=0)
-    mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
-    gamma: Sweep = bounded(1.0, gt=0)
-    interval: Literal["epoch", "step"] = "step"
-
-
 # ----------------------------------------------------------------------------- run
 
 
@@ -144,8 +86,8 @@ class SweepAxes:
 class Group:
     name: str
     model: Any  # one of the task's `models` tables
-    optim: SGD | Adam
-    schedule: Constant | StepDecay | Cyclic
+    optim: Any  # one of optim.OPTIMISERS
+    schedule: Any  # one of optim.SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -175,8 +117,6 @@ class Config:
         return -(-self.n_epochs // self.train.eval_every)
 
 
-OPTIMS = (SGD, Adam)
-SCHEDULES = (Constant, StepDecay, Cyclic)
 
 # ----------------------------------------------------------------------------- building
 
@@ -325,6 +265,8 @@ def _check_run(cfg: Config) -> None:
     for group in cfg.groups:
         if len(set(group.model.init)) != len(group.model.init):
             raise fail(f"groups.{group.name}.model.init", list(group.model.init), "each init scheme at most once")
+        if hasattr(group.optim, "check"):
+            group.optim.check(f"groups.{group.name}.optim")
     cfg.task.check(cfg)
 
 
@@ -353,6 +295,8 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
         raise fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
+    from jaxfit import optim as optim_tables  # its tables use this module's field helpers
+
     experiment = _import_experiment(raw["experiment"], base or Path.cwd()) if "experiment" in raw else None
     task = _build_kind(tuple(registry().values()), raw.get("task", {}), "task")
     train = _build(Train, raw.get("train", {}), "train")
@@ -377,8 +321,8 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
             if not isinstance(table[key], dict):
                 raise fail(f"{path}.{key}", table[key], "expected a table")
         model = _build_kind(task.models, _merge(defaults["model"], table.get("model", {})), f"{path}.model", f" (the models of task {task.name!r})")
-        optim = _build_kind(OPTIMS, _merge(defaults["optim"], table.get("optim", {})), f"{path}.optim")
-        schedule = _build_kind(SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
+        optim = _build_kind(tuple(optim_tables.OPTIMISERS.values()), _merge(defaults["optim"], table.get("optim", {})), f"{path}.optim")
+        schedule = _build_kind(optim_tables.SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
         groups.append(Group(group_name, model, optim, schedule))
     execution = _build(Execution, raw.get("execution", {}), "execution")
     cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution, experiment)

@@ -1,7 +1,21 @@
 """Speed devices: written-out computations that XLA runs faster than the plain formulation of
-the same thing. Each is tested against the plain formulation it replaces (tests/test_models.py);
-the model definitions (experiments/) use them behind ordinary Flax modules. Measurements are in
-results/BENCHMARKS.md.
+the same thing, each tested against the plain formulation it replaces (tests/test_models.py,
+tests/test_torch_parity.py) and kept while it measurably pays. Measured side by side in one
+process by results/kernels/measure.py (2-core CPU; model-steps/s with the device / with the
+plain formulation; details in results/BENCHMARKS.md):
+
+- SharedScalarSubnet (subnet_apply) for nn.vmap of a shared one-input subnet: 7.1-7.5x.
+- counter_bits (a murmur3 counter hash) for threefry bits in dropout masks: 4.9-7.1x for a step
+  of the 64-input shared-subnet model.
+- apply_mask's custom VJP (the forward pass's mask kept) for autodiff of the select: 1.2-1.35x.
+- fixed_order_sum for XLA's reductions: 0.92-0.96x, kept for what it guarantees, not for speed:
+  a model's numbers do not depend on how many models run beside it.
+- scan: a length-1 scan as a plain call (one-step epochs and intervals).
+
+Deleted in the seventh session: outer_product / fused_dense_product, the written-out gradient of
+a one-input Dense layer. It paid 1.8x while the 1->k->1 nets validated on a 5001-point grid every
+step; with the closed-form validation, 1.02 / 1.04 / 0.97x for 1->1->1 nets and 0.98 / 1.00 /
+1.01x for 1->8->1 nets in three measurements. nn.Dense gives the same bits.
 """
 from __future__ import annotations
 
@@ -28,46 +42,6 @@ def fixed_order_sum(values: jax.Array) -> jax.Array:
         half = values.shape[-1] // 2
         values = values[..., :half] + values[..., half:]
     return values[..., 0]
-
-
-@jax.custom_vjp
-def outer_product(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-    """lhs [..., 1] x rhs [1, N] as a broadcast multiply. Its gradients are written as the dots
-    they are: autodiff of the multiply gives reduce(broadcast(lhs) * cotangent), which XLA on CPU
-    materialises at [models, batch, hidden] before reducing (~1.8x for 1->1->1 nets)."""
-    return lhs * rhs[0]
-
-
-def _outer_product_forward(lhs: jax.Array, rhs: jax.Array) -> tuple[jax.Array, tuple]:
-    return lhs * rhs[0], (lhs, rhs)
-
-
-def _outer_product_backward(residuals: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
-    lhs, rhs = residuals
-    rows = tuple(range(lhs.ndim - 1))
-    d_rhs = jax.lax.dot_general(lhs, cotangent, ((rows, rows), ((), ())))  # [1, N]
-    d_lhs = jax.lax.dot_general(cotangent, rhs, (((cotangent.ndim - 1,), (1,)), ((), ())))  # [..., 1]
-    return d_lhs, d_rhs
-
-
-outer_product.defvjp(_outer_product_forward, _outer_product_backward)
-
-
-def fused_dense_product(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, preferred_element_type=None) -> jax.Array:
-    """nn.Dense's contraction (inputs [..., K] x kernel [K, N]). With K = 1 (a first layer
-    of one input) it is `outer_product`, which XLA fuses with the activation around it; as a dot with an
-    inner size of 1 it wrote every [models, batch, hidden] intermediate to memory. Larger K (a
-    64-input layer) stays a dot: a multiply-and-sum measured slower there."""
-    (contract_lhs, contract_rhs), batch = dimension_numbers
-    assert contract_lhs == (lhs.ndim - 1,) and contract_rhs == (0,) and batch == ((), ()), dimension_numbers
-    if lhs.shape[-1] == 1:
-        return outer_product(lhs, rhs)
-    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type)
-
-
-def Dense(features: int, name: str) -> nn.Dense:  # noqa: N802 (a Flax module, named like one)
-    """nn.Dense (same parameters, same numbers) whose contraction is `fused_dense_product`."""
-    return nn.Dense(features, name=name, dot_general=fused_dense_product)
 
 
 def counter_bits(key: jax.Array, shape: tuple[int, ...], offset: int = 0) -> jax.Array:
@@ -195,3 +169,30 @@ def scan(body: Callable, carry: Any, xs: Any) -> Any:
     if jax.tree.leaves(xs)[0].shape[0] == 1:
         return body(carry, jax.tree.map(lambda x: x[0], xs))[0]
     return jax.lax.scan(body, carry, xs)[0]
+
+
+class DenseParams(nn.Module):
+    """The parameters of a Dense(in_features -> features) layer, under nn.Dense's names."""
+
+    in_features: int
+    features: int
+
+    @nn.compact
+    def __call__(self) -> dict:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features), jnp.float32)
+        return {"kernel": kernel, "bias": self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)}
+
+
+class SharedScalarSubnet(nn.Module):
+    """`nn.vmap` of a Dense(1->width) -> act -> dropout -> Dense(width->1) subnet over every
+    element of x [...], parameters shared, written out as `subnet_apply`: the same parameter
+    tree (fc1, fc2 as nn.Dense names them) and the same function, rounded differently. `kept`
+    [width, *x.shape] is the hidden units' dropout mask (None: no dropout), `keep` = 1 - p."""
+
+    width: int
+    negative_slope: float  # 0 for ReLU
+
+    @nn.compact
+    def __call__(self, x: jax.Array, kept: jax.Array | None = None, keep: float = 1.0) -> jax.Array:
+        params = {"fc1": DenseParams(1, self.width, name="fc1")(), "fc2": DenseParams(self.width, 1, name="fc2")()}
+        return subnet_apply(x, kept, params, self.negative_slope, keep if kept is not None else 1.0)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 
 from jaxfit import optim
@@ -135,7 +137,9 @@ def _where(condition: jax.Array, new: Any, old: Any) -> Any:
 def make_step(cfg: Config, group: Group) -> Callable:
     """One optimiser update of one model: `step(params, opt_state, x, y, step, coords) ->
     (new_params, new_opt_state, loss)`, loss being the task's train-mode loss before the
-    update. The trainer scans exactly this; the torch parity tests call it step by step."""
+    update; the optimiser is the group's optax chain (`optim.chain`) with the schedule's
+    learning rate at `step`. The trainer scans exactly this; the torch parity tests call it step
+    by step."""
     task = cfg.task
     module = task.module(group.model)
     steps_per_epoch = cfg.steps_per_epoch
@@ -148,9 +152,9 @@ def make_step(cfg: Config, group: Group) -> Callable:
             return task.loss(pred, y)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        lr = optim.learning_rate(group.schedule, coords.hp, step, steps_per_epoch)
-        direction, opt_state = optim.direction(group.optim, coords.hp).update(grads, opt_state, params)
-        return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state, loss
+        lr = optim.learning_rate(group, coords.hp, step, steps_per_epoch)
+        updates, opt_state = optim.chain(group, coords.hp, lr).update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
     return step_fn
 
@@ -169,7 +173,10 @@ def batch_at(task: Task, data: RunData, order: Any, key: jax.Array, step: jax.Ar
     """The (x, y) a model trains on at global step `step`: the given batches, or the task's."""
     if data.batches is not None:
         return data.batches[0][step], data.batches[1][step]
-    return task.batch(data.task, order, key, step, step_in_epoch, batch_size)
+    x, y = task.batch(data.task, order, key, step, step_in_epoch, batch_size)
+    chex.assert_shape(x, (batch_size, *task.input_shape()))  # checked while tracing: an experiment's mistake, named
+    chex.assert_axis_dimension(y, 0, batch_size)
+    return x, y
 
 
 def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
@@ -188,7 +195,10 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
     bound = task.val_bound(group.model, train.eval_batch_size)
 
     def evaluate(params, data: RunData) -> dict[str, jax.Array]:
-        return task.evaluate(module, params, data.task)
+        evals = task.evaluate(module, params, data.task)
+        chex.assert_rank(list(evals.values()), 0)  # one number per metric
+        assert monitor in evals, f"{type(task).__name__}.evaluate gives {sorted(evals)}; its monitor {monitor!r} is not among them"
+        return evals
 
     def reaches(value: jax.Array) -> jax.Array:
         """The monitored metric is at the stop threshold."""
@@ -200,10 +210,10 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         """The model's state before training; `given_params` (if any) replace the init scheme."""
         _, _, init_key = model_keys(cfg.seed, coords.seed_index)
         params = given_params if given_params is not None else init_params(task, group.model, shapes, coords.init_index, init_key)
-        opt_state = optim.direction(group.optim, coords.hp).init(params)
+        lr0 = optim.learning_rate(group, coords.hp, jnp.int32(0), steps_per_epoch)
+        opt_state = optim.chain(group, coords.hp, lr0).init(params)
         initial = evaluate(params, data)
         reached = reaches(initial[monitor])
-        lr0 = optim.learning_rate(group.schedule, coords.hp, jnp.int32(0), steps_per_epoch)
         return ModelState(
             params=params,
             opt_state=opt_state,
@@ -249,7 +259,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         trained = steps_done > state.steps_done  # this interval moved the model
         just_diverged = (diverged_step >= 0) & (state.diverged_step < 0)
         first_step = interval * train.eval_every * steps_per_epoch
-        lr = optim.learning_rate(group.schedule, coords.hp, first_step, steps_per_epoch)
+        lr = optim.learning_rate(group, coords.hp, first_step, steps_per_epoch)
         slot = jnp.searchsorted(logged, interval)
         slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
         if bound is None:

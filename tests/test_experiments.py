@@ -12,6 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -144,3 +145,19 @@ def test_the_readme_shows_the_example_as_it_is():
     assert body in readme and SPIRALS.read_text() in readme
     lines = [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith(("import ", "from ", '"""', "#"))]
     assert len(lines) <= 45, len(lines)
+
+
+def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
+    """The trainer checks (chex, while tracing) what an experiment hands it: a batch of the wrong
+    shape and a metric that is not one number are named, before anything trains."""
+    from jaxfit.experiments.stepfit import StepfitTask
+
+    cfg = config.load("stepfit", ["train.steps=10", "sweep.n_seeds=1"])
+    batch = StepfitTask.batch
+    monkeypatch.setattr(StepfitTask, "batch", lambda self, *args: tuple(a[:, None] for a in batch(self, *args)))
+    with pytest.raises(AssertionError, match="shape"):
+        sweep.prepare(cfg)
+    monkeypatch.undo()
+    monkeypatch.setattr(StepfitTask, "evaluate", lambda self, module, params, data: {"val_loss": jnp.zeros(3)})
+    with pytest.raises(AssertionError, match="rank"):
+        sweep.prepare(cfg)

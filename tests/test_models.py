@@ -151,6 +151,33 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     np.testing.assert_array_equal(np.asarray(grad), a)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "dropout-on"])
+def test_the_fast_subnets_are_the_nn_vmap_definition(activation, train_mode):
+    """The model's definition maps one input's Subnet over the 64 inputs with nn.vmap; its fast
+    execution (kernels.SharedScalarSubnet, the default) has the same parameter tree and gives the
+    same outputs and the same gradient for every parameter and input, without dropout and with
+    it (the same masks: they are drawn outside the subnets and passed in)."""
+    overrides = [f"model.activation={activation}", "model.negative_slope=0.1"]
+    fast, plain = (config.load("sumsq", [*overrides, f"model.fast={flag}"]) for flag in ("true", "false"))
+    modules = [cfg.task.module(cfg.groups[0].model) for cfg in (fast, plain)]
+    shapes = [template(m, (64,)) for m in modules]
+    assert jax.tree.map(lambda a: a.shape, shapes[0]) == jax.tree.map(lambda a: a.shape, shapes[1])
+    params = train.init_params(fast.task, fast.groups[0].model, shapes[0], jnp.int32(1), jax.random.key(0))  # he
+    params["subnet"]["fc1"]["bias"] = jax.random.normal(jax.random.key(1), (14,))  # units switching inside the range
+    x = jax.random.uniform(jax.random.key(2), (40, 64), minval=-5, maxval=8)
+    weight = jax.random.normal(jax.random.key(3), (40, 1))
+
+    def loss(module):
+        return lambda p, x: jnp.sum(weight * module.apply({"params": p}, x, train=train_mode, rngs={"dropout": jax.random.key(4)}))
+
+    (value, grads), (expected_value, expected_grads) = (jax.value_and_grad(loss(m), argnums=(0, 1))(params, x) for m in modules)
+    scale = float(jnp.abs(expected_value)) + 1.0
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-5 * scale)
+    for ours, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(jnp.abs(theirs).max()))
+
+
 def test_epoch_order_is_a_fresh_permutation_every_epoch():
     task = config.load("sumsq").task
     data = task.data(2000)
@@ -172,20 +199,12 @@ def test_epoch_order_is_uniform_over_permutations():
     assert len(counts) == 24 and np.sum((counts - 1000.0) ** 2 / 1000.0) < 49.7
 
 
-def test_outer_product_gradients_are_those_of_the_broadcast_multiply():
-    """The hand-written backward (dots) against autodiff of lhs * rhs[0], under a vmap with the
-    kernel shared (as a vmap over the inputs would share it) and one without."""
-    key_lhs, key_rhs, key_cot = jax.random.split(jax.random.key(3), 3)
-    lhs = jax.random.normal(key_lhs, (64, 100, 1))
-    rhs = jax.random.normal(key_rhs, (1, 14))
-    cotangent = jax.random.normal(key_cot, (64, 100, 14))
-
-    def loss(product):
-        return lambda lhs, rhs: jnp.sum(jax.vmap(product, in_axes=(0, None))(lhs, rhs) * cotangent)
-
-    ours = jax.grad(loss(kernels.outer_product), argnums=(0, 1))(lhs, rhs)
-    plain = jax.grad(loss(lambda a, b: a * b[0]), argnums=(0, 1))(lhs, rhs)
-    for a, b in zip(ours, plain):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(kernels.outer_product(lhs, rhs), lhs * rhs[0])
+@pytest.mark.parametrize("n", [1, 7, 100, 128])
+def test_fixed_order_sum_is_the_sum_in_an_order_fixed_by_the_shape(n):
+    """The sum of jnp.sum to rounding; and each row's bits are the same whether it is summed alone
+    or among 1,000 rows (XLA's own reduction may associate differently with the row count)."""
+    values = jax.random.normal(jax.random.key(n), (1000, n))
+    np.testing.assert_allclose(kernels.fixed_order_sum(values), jnp.sum(values, axis=-1), rtol=1e-5, atol=1e-5)
+    together = np.asarray(jax.jit(kernels.fixed_order_sum)(values))
+    alone = np.asarray([jax.jit(kernels.fixed_order_sum)(values[i:i + 1])[0] for i in (0, 500, 999)])
+    np.testing.assert_array_equal(alone, together[[0, 500, 999]])

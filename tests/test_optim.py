@@ -4,21 +4,28 @@ itself where it is installed."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxfit import optim
+from jaxfit import config, optim, sweep
+from jaxfit.config import bounded
 
 
 def numbers(**values):
     """Per-model numbers as the trainer gets them (float32, with the host-side extras)."""
     return {k: jnp.float32(v) for k, v in optim.per_model(values).items()}
-from jaxfit.config import Constant, Cyclic, StepDecay
+from jaxfit.optim import Constant, Cyclic, StepDecay
 
-jitted_lr = jax.jit(jax.vmap(optim.learning_rate, in_axes=(None, None, 0, None)), static_argnums=(0, 3))
+
+def jitted_lr(schedule, hp, steps, steps_per_epoch):
+    """The table's optax Schedule at every step, jitted and vmapped."""
+    return jax.jit(jax.vmap(schedule.lr_schedule(hp, steps_per_epoch)))(steps)
 
 
 def torch_step_lr(lr, step_size, gamma, n):
@@ -75,7 +82,7 @@ def test_cyclic_stays_exact_a_million_steps_in():
 
 
 def test_constant():
-    assert float(optim.learning_rate(Constant(), numbers(**{"optim.lr": 0.1}), jnp.int32(12345), 1)) == pytest.approx(0.1)
+    assert float(Constant().lr_schedule(numbers(**{"optim.lr": 0.1}), 1)(jnp.int32(12345))) == pytest.approx(0.1)
 
 
 def test_against_torch_itself():
@@ -92,3 +99,50 @@ def test_against_torch_itself():
     schedule = Cyclic(base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode="triangular2")
     hp = numbers(**{"schedule.base_lr": 0.001, "schedule.max_lr": 0.5})
     np.testing.assert_allclose(np.asarray(jitted_lr(schedule, hp, jnp.arange(5000, dtype=jnp.int32), 1)), expected, rtol=1e-6)
+
+
+@pytest.fixture
+def lion():
+    """An optimiser jaxfit does not ship, registered from Python as a user would (and removed after)."""
+
+    @optim.register
+    @dataclass(frozen=True)
+    class Lion:
+        name: Literal["lion"] = "lion"
+        lr: optim.Sweep = bounded(1e-4, gt=0)
+        b1: optim.Sweep = bounded(0.9, ge=0, lt=1)
+
+        def direction(self, hp):
+            return optax.scale_by_lion(b1=hp["optim.b1"])
+
+    yield Lion
+    del optim.OPTIMISERS["lion"]
+
+
+def test_any_optax_optimiser_can_be_registered_and_swept(lion):
+    cfg = config.load("stepfit", ['optim={name="lion", lr=[0.001, 0.003]}', 'schedule={name="constant"}', "train.steps=300", "sweep.n_seeds=2"])
+    assert isinstance(cfg.groups[0].optim, lion) and cfg.groups[0].optim.lr == (0.001, 0.003)
+    result = sweep.run(cfg, quiet=True)
+    for state in result.states:
+        final, start = np.asarray(state.final["val_loss"]), np.asarray(state.initial["val_loss"])
+        assert np.all(np.isfinite(final)) and np.all(final != start)
+        np.testing.assert_allclose(np.asarray(state.final["lr"]), [0.001, 0.001, 0.003, 0.003], rtol=1e-6)
+        assert not np.array_equal(final[:2], final[2:])  # the two rates train differently
+
+
+def test_optimiser_names_are_the_registered_ones(lion):
+    with pytest.raises(config.ConfigError, match="'sgd', 'adam', 'adamw', 'rmsprop', 'lion'"):
+        config.load("stepfit", ["optim.name=lamb"])
+
+
+def test_the_schedules_are_optax_schedules():
+    """step_lr and cyclic_lr drive any optax optimiser: optax.sgd with them applies torch's
+    StepLR (stepped every 3 counts, as per epoch) and CyclicLR learning rates, step by step."""
+    for schedule, expected in ((optim.step_lr(0.1, step_size=2, gamma=0.9, steps_per_epoch=3), np.repeat(torch_step_lr(0.1, 2, 0.9, 100), 3)),
+                               (optim.cyclic_lr(0.001, 0.5, 100, 900, "triangular2"), torch_cyclic_lr(0.001, 0.5, 100, 900, "triangular2", 1.0, 300))):
+        tx = optax.sgd(learning_rate=schedule)
+        state, applied = tx.init(jnp.zeros(())), []
+        for _ in range(300):
+            update, state = tx.update(jnp.float32(1.0), state)
+            applied.append(-float(update))  # a unit gradient: the update is -lr
+        np.testing.assert_allclose(applied, expected[:300], rtol=1e-6)

@@ -2,6 +2,7 @@
 computation, and a run that uses it as a filter reports exactly the direct run's numbers."""
 from __future__ import annotations
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -63,6 +64,6 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
     assert np.any(stops > 0) and np.any(stops < 0)  # both cases exercised
     for a, b in zip(fast.states, direct.states):
         for field in ("stop_step", "steps_done", "initial", "final", "params", "diverged_step", "best_val", "best_step"):
-            jax.tree.map(np.testing.assert_array_equal, getattr(a, field), getattr(b, field))
+            chex.assert_trees_all_equal(getattr(a, field), getattr(b, field))
         for name in a.history:  # the last column is scratch (written by unlogged intervals)
             np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])

@@ -20,7 +20,6 @@ import numpy as np
 
 from jaxfit.config import Config, bounded
 from jaxfit.experiment import EvalSet, Params, Task, make_eval_set, register
-from jaxfit.kernels import Dense
 
 # ----------------------------------------------------------------------------- config tables
 
@@ -109,7 +108,7 @@ class TwoLayerNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         act = self.config.act
-        y = Dense(1, name="fc2")(act(Dense(self.config.width, name="fc1")(x)))
+        y = nn.Dense(1, name="fc2")(act(nn.Dense(self.config.width, name="fc1")(x)))
         return act(y) if self.config.output_activation else y
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxfit.config import Config, bounded, fail
 from jaxfit.experiment import EvalSet, Params, Task, make_eval_set, register
-from jaxfit.kernels import Dense, dropout, dropout_mask, subnet_apply
+from jaxfit.kernels import SharedScalarSubnet, dropout, dropout_mask
 
 # ----------------------------------------------------------------------------- config tables
 
@@ -51,6 +51,7 @@ class SharedSubnet:
     dropout_outputs: float = bounded(0.0, ge=0, lt=1)
     init: tuple[Literal["manual", "he", "torch_default"], ...] = ("torch_default",)
     manual: ManualValues | None = None
+    fast: bool = True  # run the subnets as kernels.SharedScalarSubnet: the same function, rounded differently
 
     @property
     def slope(self) -> float:
@@ -166,43 +167,38 @@ class SumsqTask(Task):
 # ----------------------------------------------------------------------------- Flax modules
 
 
-class DenseParams(nn.Module):
-    """The parameters of a Dense(in_features -> features) layer, under nn.Dense's names."""
-
-    in_features: int
-    features: int
-
-    @nn.compact
-    def __call__(self) -> dict:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features), jnp.float32)
-        return {"kernel": kernel, "bias": self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)}
-
-
 class Subnet(nn.Module):
-    """g(x) = fc2(dropout(act(fc1(x)))), fc1 = Dense(1->width), fc2 = Dense(width->1), applied
-    to every element of x [...] with the same parameters; `kept` [width, *x.shape] is the
-    hidden units' dropout mask (None: no dropout) and `keep` = 1 - p."""
+    """ONE input's subnet, g(x) = fc2(dropout(act(fc1(x)))), fc1 = Dense(1->width), fc2 =
+    Dense(width->1), for x [batch]; `kept` [width, batch] is its hidden units' dropout mask
+    (None: no dropout) and `keep` = 1 - p."""
 
     width: int
     negative_slope: float  # 0 for ReLU
 
     @nn.compact
     def __call__(self, x: jax.Array, kept: jax.Array | None = None, keep: float = 1.0) -> jax.Array:
-        params = {"fc1": DenseParams(1, self.width, name="fc1")(), "fc2": DenseParams(self.width, 1, name="fc2")()}
-        return subnet_apply(x, kept, params, self.negative_slope, keep if kept is not None else 1.0)
+        pre = nn.Dense(self.width, name="fc1")(x[:, None])
+        hidden = jax.nn.relu(pre) if self.negative_slope == 0.0 else jnp.where(pre > 0, pre, self.negative_slope * pre)
+        if kept is not None:
+            hidden = jnp.where(kept.T, hidden / keep, 0.0)
+        return nn.Dense(1, name="fc2")(hidden)[:, 0]
+
+
+# The subnet shared by every input: one set of parameters (variable_axes None), mapped over the
+# inputs axis of x [batch, n_inputs] and of the mask [width, batch, n_inputs] (each input its own).
+SharedSubnets = nn.vmap(Subnet, in_axes=(1, 2, None), out_axes=1, variable_axes={"params": None}, split_rngs={"params": False})
 
 
 class SharedSubnetSum(nn.Module):
-    """The model: one Subnet applied to each of the n_inputs inputs (parameters shared, dropout
+    """The model: the Subnet applied to each of the n_inputs inputs (parameters shared, dropout
     masks independent), then Dense(n_inputs->1). Dropout where the seed has it: on the raw
     inputs, on the hidden layer, on the subnet outputs.
 
-    The subnet is mapped over the inputs by broadcasting (its parameters act on every element
-    of [batch, n_inputs], one dropout mask over all [width, batch, n_inputs] hidden units),
-    which is what `nn.vmap` over the inputs computes; measured side by side, nn.vmap was 15-20 %
-    slower on CPU (a threefry key split per input, a [n_inputs, batch] layout for the backward
-    pass). The three dropout masks come from one key on disjoint counter ranges: a threefry key
-    per site cost ~10 % of a step on CPU (0.28 vs 0.13 ms per step)."""
+    With `config.fast` (the default) the shared subnets run as `kernels.SharedScalarSubnet`, the
+    same function of the same parameters written out for XLA (tested equal to `SharedSubnets`,
+    value and gradients, with and without dropout; its speed is in results/BENCHMARKS.md). The
+    three dropout masks come from one key on disjoint counter ranges (`kernels.dropout_mask`)
+    and go into the subnets as inputs, so neither form splits a key per input."""
 
     config: SharedSubnet
     n_inputs: int
@@ -219,13 +215,14 @@ class SharedSubnetSum(nn.Module):
             return values if key is None else dropout(values, key, rates[site], offsets[site])
 
         hidden_kept = None if key is None or rates[1] == 0.0 else dropout_mask(key, hidden_shape, rates[1], offsets[1])
-        g = Subnet(cfg.width, cfg.slope, name="subnet")(drop(x, 0), hidden_kept, 1.0 - rates[1])
-        return Dense(1, name="fc3")(drop(g, 2))
+        subnets = SharedScalarSubnet if cfg.fast else SharedSubnets
+        g = subnets(cfg.width, cfg.slope, name="subnet")(drop(x, 0), hidden_kept, 1.0 - rates[1])
+        return nn.Dense(1, name="fc3")(drop(g, 2))
 
 
 def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Array:
     """The learned per-input function g(x) of a model, eval mode; x of shape [n]."""
-    return Subnet(model.width, model.slope).apply({"params": params["subnet"]}, x)
+    return Subnet(model.width, model.slope).apply({"params": params["subnet"]}, jnp.asarray(x))
 
 
 def manual(model: SharedSubnet, n_inputs: int) -> Params:

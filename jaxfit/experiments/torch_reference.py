@@ -84,10 +84,10 @@ def train_sumsq(model: SumSq, x, y, steps_per_epoch: int, lr: float = 1e-4, step
     return losses
 
 
-def train_stepfit(model: StepModel, x, y, cyclic: bool) -> list[float]:
-    """The seed's loop without the early stop: SGD lr 0.1, CyclicLR for the wide model.
-    x, y: [steps, 100, 1]. Returns every step's loss."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+def train_stepfit(model: StepModel, x, y, cyclic: bool, optimizer=None) -> list[float]:
+    """The seed's loop without the early stop: SGD lr 0.1 (or `optimizer(parameters)`), CyclicLR
+    for the wide model. x, y: [steps, 100, 1]. Returns every step's loss."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1) if optimizer is None else optimizer(model.parameters())
     sched = None
     if cyclic:
         sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
