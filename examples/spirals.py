@@ -55,7 +55,7 @@ class Spirals(Task):  # the [task] table, and what it trains
     def data(self, eval_chunk):
         return {"train": spirals(self.n_train, self.noise, 0), "val": make_eval_set(*spirals(self.n_val, self.noise, 1), eval_chunk)}
 
-    def batch(self, data, order, key, step, step_in_epoch, batch_size):  # a random minibatch each step
+    def batch(self, data, model, order, key, step, step_in_epoch, batch_size):  # a random minibatch each step
         index = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, self.n_train)
         return data["train"][0][index], data["train"][1][index]
 

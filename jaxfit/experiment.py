@@ -7,8 +7,8 @@ config's `task.name` picks) and whose methods say what it trains. It must give
     models                  the model tables it accepts (dataclasses with `name` and `init`)
     input_shape()           one sample's input shape
     data(eval_chunk)        the fixed arrays of a run (host numpy; any pytree)
-    batch(data, order, key, step, step_in_epoch, batch_size)
-                            the (x, y) one model trains on at a step (inside jit)
+    batch(data, model, order, key, step, step_in_epoch, batch_size)
+                            the (x, y) a model of table `model` trains on at a step (inside jit)
     module(model)           the Flax module of a model table
 
 and may override the defaults: one step per epoch and no epoch order (`steps_per_epoch`,
@@ -120,10 +120,11 @@ class Task:
         `batch` as `order`."""
         return None
 
-    def batch(self, data: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
+    def batch(self, data: Any, model: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
               batch_size: int) -> tuple[jax.Array, jax.Array]:
-        """The (x [batch, *input_shape], y) a model trains on at global step `step`; `key` is the
-        model's data key (its seed index only: models of one seed see the same batches)."""
+        """The (x [batch, *input_shape], y) a model of table `model` (its group's) trains on at
+        global step `step`, usually train.batch_size samples; `key` is the model's data key (its
+        seed index only: models of one seed see the same batches)."""
         raise NotImplementedError(f"{type(self).__name__}.batch")
 
     def module(self, model: Any) -> nn.Module:

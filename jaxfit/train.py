@@ -169,13 +169,15 @@ def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
 
 
-def batch_at(task: Task, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int):
-    """The (x, y) a model trains on at global step `step`: the given batches, or the task's."""
+def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
+             batch_size: int):
+    """The (x, y) a model of table `model` trains on at global step `step`: the given batches,
+    or the task's."""
     if data.batches is not None:
         return data.batches[0][step], data.batches[1][step]
-    x, y = task.batch(data.task, order, key, step, step_in_epoch, batch_size)
-    chex.assert_shape(x, (batch_size, *task.input_shape()))  # checked while tracing: an experiment's mistake, named
-    chex.assert_axis_dimension(y, 0, batch_size)
+    x, y = task.batch(data.task, model, order, key, step, step_in_epoch, batch_size)
+    chex.assert_shape(x, (None, *task.input_shape()))  # checked while tracing: an experiment's mistake, named
+    chex.assert_equal_shape_prefix([x, y], 1)
     return x, y
 
 
@@ -236,7 +238,7 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
         def train_step(carry, step_in_epoch, epoch, order):
             params, opt_state, active, steps_done, diverged_step, loss_sum = carry
             step = epoch * steps_per_epoch + step_in_epoch
-            x, y = batch_at(task, data, order, data_key, step, step_in_epoch, train.batch_size)
+            x, y = batch_at(task, group.model, data, order, data_key, step, step_in_epoch, train.batch_size)
             new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
             finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
             live = active & (step < n_steps)

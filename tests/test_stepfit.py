@@ -124,3 +124,21 @@ def test_other_optimisers_activations_and_schedules_come_from_config(overrides):
         assert np.all(np.isfinite(final)) and np.any(np.abs(final - start) > 1e-3)
     if "interval" in overrides[0]:
         np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), 0.1 * 0.5**2)  # steps 200..299
+
+
+def test_the_factorials_seed_cells_are_the_seeds_groups_and_the_grid_cells_train_on_the_grid():
+    """configs/stepfit_factorial.toml crosses data x width x schedule. Its two fresh-batch cells
+    that are the seed's setup give the seed config's numbers bit for bit (same run seed, same seed
+    indices); the grid cells train full-batch on the 5001-point grid (their logged train loss IS
+    the grid's loss before the step: at step 1 it equals the validation loss before training)."""
+    factorial = sweep.run(config.load("stepfit_factorial", ["train.steps=300", "sweep.n_seeds=2"]), quiet=True)
+    seed = sweep.run(config.load("stepfit", ["train.steps=300", "sweep.n_seeds=2"]), quiet=True)
+    cells = {g.group.name: s for g, s in zip(factorial.groups, factorial.states)}
+    for cell, group in (("narrow_fresh_constant", 0), ("wide_fresh_cyclic", 1)):
+        for name in ("train_loss", "val_loss"):
+            np.testing.assert_array_equal(np.asarray(cells[cell].history[name]), np.asarray(seed.states[group].history[name]))
+    for cell in ("narrow_grid_constant", "wide_grid_cyclic"):
+        state = cells[cell]
+        np.testing.assert_allclose(np.asarray(state.history["train_loss"])[:, 0], np.asarray(state.initial["val_loss"]), rtol=1e-6)
+    assert not np.array_equal(np.asarray(cells["narrow_grid_constant"].history["val_loss"]),
+                              np.asarray(cells["narrow_fresh_constant"].history["val_loss"]))

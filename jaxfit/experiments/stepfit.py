@@ -34,6 +34,11 @@ class MLP:
     negative_slope: float = bounded(0.01, ge=0)
     output_activation: bool = False
     init: tuple[Literal["he", "torch_default"], ...] = ("torch_default",)
+    # What the group trains on: "fresh", a new U[0, 1) batch of train.batch_size every step (K.
+    # Frank's "train with rand()", answer line 9; torch.rand(100, 1) in his script), or "grid",
+    # the whole validation grid every step, full-batch (the original poster's "single batch of
+    # samples - your original linspace() inputs", answer line 4; the grid of script line 90).
+    train_on: Literal["fresh", "grid"] = "fresh"
 
     @property
     def slope(self) -> float:
@@ -49,6 +54,7 @@ class MLP:
 
 class StepfitData(NamedTuple):
     eval_sets: dict[str, EvalSet]  # "val": the seed's linspace grid
+    grid: tuple[np.ndarray, np.ndarray]  # the same grid and targets as one batch ([n_val, 1] each)
 
 
 @register
@@ -70,7 +76,7 @@ class StepfitTask(Task):
         return (1,)
 
     def host_bytes(self) -> int:
-        return self.n_val * 16
+        return self.n_val * 24
 
     def target(self, x):
         """fGoal(x * 1000) / 1000 with fGoal = where(x > 100, 1000, 0), in the seed's arithmetic."""
@@ -80,11 +86,13 @@ class StepfitTask(Task):
 
     def data(self, eval_chunk: int) -> StepfitData:
         x = (np.linspace(0.0, self.scale, self.n_val, dtype=np.float32) / np.float32(self.scale))[:, None]
-        return StepfitData({"val": make_eval_set(x, self.target(x), eval_chunk)})
+        return StepfitData({"val": make_eval_set(x, self.target(x), eval_chunk)}, (x, self.target(x)))
 
-    def batch(self, data: StepfitData, order: None, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
+    def batch(self, data: StepfitData, model: MLP, order: None, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
               batch_size: int) -> tuple[jax.Array, jax.Array]:
-        """torch.rand(batch, 1): a fresh U[0, 1) batch every step."""
+        """torch.rand(batch, 1): a fresh U[0, 1) batch every step; or the whole grid (`model.train_on`)."""
+        if model.train_on == "grid":
+            return data.grid
         x = jax.random.uniform(jax.random.fold_in(key, step), (batch_size, 1), jnp.float32)
         return x, self.target(x)
 

@@ -147,7 +147,7 @@ class SumsqTask(Task):
             order = order[(jnp.sort(packed) & np.uint32((1 << index_bits) - 1)).astype(jnp.int32)]
         return order
 
-    def batch(self, data: SumsqData, order: jax.Array, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
+    def batch(self, data: SumsqData, model: SharedSubnet, order: jax.Array, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
               batch_size: int) -> tuple[jax.Array, jax.Array]:
         index = jax.lax.dynamic_slice_in_dim(order, step_in_epoch * batch_size, batch_size)
         return data.train_x[index], data.train_y[index]
