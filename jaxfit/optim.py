@@ -188,14 +188,10 @@ class Adam:
 
 @register
 @dataclass(frozen=True)
-class AdamW:
-    """torch.optim.AdamW: decoupled weight decay (torch's default 0.01)."""
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam's numbers, decoupled weight decay (torch's default 0.01)."""
 
     name: Literal["adamw"] = "adamw"
-    lr: Sweep = bounded(1e-3, gt=0)
-    b1: Sweep = bounded(0.9, ge=0, lt=1)
-    b2: Sweep = bounded(0.999, ge=0, lt=1)
-    eps: Sweep = bounded(1e-8, gt=0)
     weight_decay: Sweep = bounded(0.01, ge=0)
 
     def direction(self, hp: dict) -> optax.GradientTransformation:
