@@ -182,8 +182,12 @@ class Adam:
     eps: Sweep = bounded(1e-8, gt=0)
     weight_decay: Sweep | None = bounded(None, ge=0)
 
+    def moments(self, hp: dict) -> optax.GradientTransformation:
+        """The Adam update itself: bias-corrected moments, eps outside the sqrt."""
+        return optax.scale_by_adam(b1=hp["optim.b1"], b2=hp["optim.b2"], eps=hp["optim.eps"])
+
     def direction(self, hp: dict) -> optax.GradientTransformation:
-        return _with_weight_decay(hp, optax.scale_by_adam(b1=hp["optim.b1"], b2=hp["optim.b2"], eps=hp["optim.eps"]))
+        return _with_weight_decay(hp, self.moments(hp))
 
 
 @register
@@ -195,8 +199,7 @@ class AdamW(Adam):
     weight_decay: Sweep = bounded(0.01, ge=0)
 
     def direction(self, hp: dict) -> optax.GradientTransformation:
-        adam = optax.scale_by_adam(b1=hp["optim.b1"], b2=hp["optim.b2"], eps=hp["optim.eps"])
-        return optax.chain(adam, optax.add_decayed_weights(hp["optim.weight_decay"]))
+        return optax.chain(self.moments(hp), optax.add_decayed_weights(hp["optim.weight_decay"]))
 
 
 @register
