@@ -140,6 +140,12 @@ class Task:
         """The training loss of a batch: MSE (torch's nn.MSELoss, mean over every element)."""
         return fixed_order_sum(((pred - y) ** 2).reshape(-1)) / y.size
 
+    def full_batch_loss(self, model: Any) -> Callable[[Params], jax.Array] | None:
+        """Optional speed device for full-batch training: params -> the training loss of the one
+        fixed batch a model of table `model` trains on every step, in closed form (its gradient is
+        the batch's gradient). None (the default): the loss is computed from the batch."""
+        return None
+
     def evaluate(self, module: nn.Module, params: Params, data: Any) -> dict[str, jax.Array]:
         """Eval-mode metrics (scalars) after every interval: `NAME_loss` (MSE) per eval set."""
         return {f"{name}_loss": mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}

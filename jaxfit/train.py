@@ -143,11 +143,14 @@ def make_step(cfg: Config, group: Group) -> Callable:
     task = cfg.task
     module = task.module(group.model)
     steps_per_epoch = cfg.steps_per_epoch
+    closed_form = task.full_batch_loss(group.model)
 
     def step_fn(params, opt_state, x, y, step, coords: Coords):
         _, dropout_key, _ = model_keys(cfg.seed, coords.seed_index)
 
         def loss_fn(params):
+            if closed_form is not None:  # the fixed batch's loss, without touching its points
+                return closed_form(params)
             pred = module.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.fold_in(dropout_key, step)})
             return task.loss(pred, y)
 

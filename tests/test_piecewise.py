@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import chex
 import jax
+import jax.flatten_util
 import numpy as np
 import pytest
 
@@ -67,3 +68,29 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
             chex.assert_trees_all_equal(getattr(a, field), getattr(b, field))
         for name in a.history:  # the last column is scratch (written by unlogged intervals)
             np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])
+
+
+@pytest.mark.parametrize("width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)])
+def test_training_on_the_grid_uses_the_grids_gradient_in_closed_form(width, activation, output_activation):
+    """`full_batch_loss` (the speed device behind model.train_on = "grid") has the gradient of the
+    plain formulation it replaces -- the mean squared error of the net on all 5001 grid points --
+    up to float32 rounding, for parameters from torch's init range to far outside it; and only
+    grid training uses it."""
+    cfg = config.load("stepfit")
+    model = MLP(width=width, activation=activation, negative_slope=0.001, output_activation=output_activation, train_on="grid")
+    assert cfg.task.full_batch_loss(MLP(train_on="fresh")) is None
+    closed = cfg.task.full_batch_loss(model)
+    module = cfg.task.module(model)
+    x, y = map(jax.numpy.asarray, cfg.task.data(cfg.train.eval_batch_size).grid)
+    leaves, treedef = jax.tree.flatten(template(module, cfg.task.input_shape()))
+
+    def gradients(key, scale):
+        keys = jax.random.split(key, len(leaves))
+        params = jax.tree.unflatten(treedef, [scale * jax.random.uniform(k, leaf.shape, minval=-1, maxval=1) for k, leaf in zip(keys, leaves)])
+        direct = jax.grad(lambda p: jax.numpy.mean((module.apply({"params": p}, x, train=True) - y) ** 2))(params)
+        return jax.flatten_util.ravel_pytree(direct)[0], jax.flatten_util.ravel_pytree(jax.grad(closed)(params))[0]
+
+    for scale in (0.3, 1.0, 30.0):
+        direct, fast = map(np.asarray, jax.jit(jax.vmap(lambda k: gradients(k, scale)))(jax.random.split(jax.random.key(width), 2000)))
+        relative = np.abs(fast - direct) / np.maximum(np.abs(direct).max(axis=1, keepdims=True), 1e-30)  # 0/0: a dead relu net
+        assert np.all(np.isfinite(fast)) and relative.max() < 1e-3 and np.quantile(relative, 0.99) < 1e-5, scale
