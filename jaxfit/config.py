@@ -76,6 +76,13 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class Logging:
+    """Live trackers (jaxfit/trackers.py), written after every compiled chunk; none of it changes a result."""
+
+    to: tuple[Literal["tensorboard", "wandb"], ...] = ()
+
+
+@dataclass(frozen=True)
 class SweepAxes:
     """Seeds: model k of a group uses seed index k % n_seeds; every key derives from it."""
 
@@ -100,6 +107,7 @@ class Config:
     groups: tuple[Group, ...]
     execution: Execution = Execution()
     experiment: str | None = None  # what was imported to register the task (a .py file's absolute path, or a module)
+    logging: Logging = Logging()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -285,7 +293,7 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
     """Build and validate a `Config` from a parsed TOML document; `base` is the folder that a
     relative `experiment` file is found in (the config file's)."""
     raw = copy.deepcopy(raw)
-    known = {"name", "seed", "experiment", "task", "train", "sweep", "execution", "groups", *DEFAULT_TABLES}
+    known = {"name", "seed", "experiment", "task", "train", "sweep", "execution", "logging", "groups", *DEFAULT_TABLES}
     for key in raw:
         if key not in known:
             raise fail(key, raw[key], f"unknown key; allowed at top level: {', '.join(sorted(known))}")
@@ -325,7 +333,8 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
         schedule = _build_kind(optim_tables.SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
         groups.append(Group(group_name, model, optim, schedule))
     execution = _build(Execution, raw.get("execution", {}), "execution")
-    cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution, experiment)
+    logging = _build(Logging, raw.get("logging", {}), "logging")
+    cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution, experiment, logging)
     _check_run(cfg)
     return cfg
 
@@ -411,7 +420,7 @@ def to_dict(cfg: Config) -> dict:
     groups = {g.name: {t: clean(getattr(g, t)) for t in DEFAULT_TABLES} for g in cfg.groups}
     head = {"name": cfg.name, "seed": cfg.seed} | ({"experiment": cfg.experiment} if cfg.experiment else {})
     return {**head, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep),
-            "execution": clean(cfg.execution), "groups": groups}
+            "execution": clean(cfg.execution), "groups": groups} | ({"logging": clean(cfg.logging)} if cfg.logging.to else {})
 
 
 def to_toml(cfg: Config) -> str:

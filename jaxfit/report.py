@@ -22,7 +22,8 @@ Files (each written atomically: temp file + rename):
   (Flax layout, kernel = PyTorch weight transposed); `first` is after the first interval.
 - `summary.md` (the printed table) and the PNG plots (the experiment's `plots`).
 
-`python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone.
+`python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone;
+`python -m jaxfit.report DIR1 DIR2 ... [--out CMP]` compares runs in one table and one figure.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,7 +190,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 def coordinate_columns(models: list[dict]) -> list[str]:
     """group, seed, init and the swept keys (those whose values differ)."""
     fixed = ["group", "seed", "init"]
-    swept = [k for k in models[0] if "." in k and len({m[k] for m in models}) > 1]
+    keys = dict.fromkeys(k for m in models for k in m)  # a value swept in one group only is a column too
+    swept = [k for k in keys if "." in k and len({m.get(k) for m in models}) > 1]
     return fixed + swept
 
 
@@ -197,7 +200,7 @@ def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
     columns = [c for c in coordinate_columns(models) if c != "seed"]
     sets: dict[tuple, list[int]] = {}
     for i, m in enumerate(models):
-        sets.setdefault(tuple(m[c] for c in columns), []).append(i)
+        sets.setdefault(tuple(m.get(c) for c in columns), []).append(i)
     return sets
 
 
@@ -279,18 +282,102 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", per_model, ""])
 
 
+def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
+    """One table across finished runs: a row per run and set of models that differ only in seed
+    (group, init, swept values), with success rates and Wilson intervals where the run has a
+    threshold; and the cells' histories for `draw_comparison`."""
+    rows, cells = [], []
+    names = _run_names(dirs)
+    for name, folder in zip(names, dirs):
+        cfg = config_lib.load(str(folder / "config.toml"))
+        models = json.loads((folder / "summary.json").read_text())["models"]
+        monitor = cfg.task.monitor
+        with np.load(folder / "history.npz") as history:
+            x, values = history["step"], history[monitor]
+            for row, index in zip(set_rows(models, [f"{monitor}_final"], cfg.train.stop_at, monitor), model_sets(models).values()):
+                rows.append({"run": name, **row})
+                label = " ".join([name, *(str(v) for k, v in row.items() if k in coordinate_columns(models))])
+                cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return f"# {len(dirs)} runs compared\n\n" + markdown_table(rows, columns) + "\n", cells
+
+
+def _run_names(dirs: list[Path]) -> list[str]:
+    """Each run's folder name, with as many of its parents as it takes to tell it from the others."""
+    parts = [d.resolve().parts for d in dirs]
+
+    def name(i: int) -> str:
+        for depth in range(1, len(parts[i]) + 1):
+            mine = parts[i][-depth:]
+            if all(other[-depth:] != mine for j, other in enumerate(parts) if j != i):
+                return "/".join(mine)
+        return str(dirs[i])
+
+    return [name(i) for i in range(len(dirs))]
+
+
+def held(values: np.ndarray) -> np.ndarray:
+    """[models, points] with each model's last value carried past the point where it stopped
+    (history.npz has NaN there), so a median over seeds does not jump when the best ones stop."""
+    index = np.where(np.isfinite(values), np.arange(values.shape[1]), 0)
+    return np.take_along_axis(values, np.maximum.accumulate(index, axis=1), axis=1)
+
+
+def draw_comparison(out: Path, cells: list[dict]) -> None:
+    """compare_curves.png: each cell's monitored metric (a stopped model held at its last value),
+    median and 25-75 % over its seeds, one panel per metric."""
+    from jaxfit import plots
+
+    monitors = list(dict.fromkeys(c["monitor"] for c in cells))
+    fig, axes = plots.plt.subplots(1, len(monitors), figsize=(7 * len(monitors), 4.5), squeeze=False)
+    for ax, monitor in zip(axes[0], monitors):
+        for colour, cell in enumerate(c for c in cells if c["monitor"] == monitor):
+            values = held(cell["values"])
+            ax.plot(cell["step"], np.nanmedian(values, 0), color=f"C{colour % 10}", label=f"{cell['label']} ({len(values)})")
+            ax.fill_between(cell["step"], *np.nanpercentile(values, [25, 75], axis=0), color=f"C{colour % 10}", alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log" if monitor.endswith("loss") else "linear")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{monitor}, median and 25-75 % over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    plots.save(fig, out, "compare_curves.png")
+
+
+def _is_run(folder: Path) -> str | None:
+    """None for a finished run's folder, else why not (one line)."""
+    missing = [name for name in ("config.toml", "summary.json", "history.npz", "params.npz") if not (folder / name).is_file()]
+    return f"{folder}: not a finished jaxfit run (no {', '.join(missing)})" if missing else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxfit.report", description="Redraw summary.md and plots of a finished run.")
-    parser.add_argument("dir", type=Path)
+    parser = argparse.ArgumentParser(prog="python -m jaxfit.report",
+                                     description="Redraw summary.md and plots of a finished run; given several runs, compare them.")
+    parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    parser.add_argument("--out", type=Path, help="with several runs: where compare.md and compare_curves.png go "
+                                                 "(default runs/compare-<date-time>/; a run folder is never written)")
     args = parser.parse_args(argv)
-    missing = [name for name in ("config.toml", "summary.json", "history.npz", "params.npz") if not (args.dir / name).is_file()]
-    if missing:
-        print(f"error: {args.dir}: not a finished jaxfit run (no {', '.join(missing)})", file=sys.stderr)
-        return 2
+    for folder in args.dirs:
+        if (problem := _is_run(folder)) is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
-        text = redraw(args.dir)
+        if len(args.dirs) == 1 and args.out is None:
+            text = redraw(args.dirs[0])
+        else:
+            out = args.out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+            if out.resolve() in {d.resolve() for d in args.dirs} or (out / "summary.json").exists():
+                print(f"error: --out {out}: a run folder; the comparison goes in a folder of its own", file=sys.stderr)
+                return 2
+            text, cells = compare(args.dirs)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write(out / "compare.md", lambda f: f.write(text))
+            draw_comparison(out, cells)
+            text += f"\nwrote {out}/compare.md and compare_curves.png\n"
     except (config_lib.ConfigError, OSError, ValueError, KeyError) as error:
-        print(f"error: {args.dir}: its files cannot be read as a jaxfit run ({type(error).__name__}: {error})".splitlines()[0], file=sys.stderr)
+        what = f"{args.dirs[0]}: its files cannot be read as a jaxfit run" if len(args.dirs) == 1 else \
+            f"{' '.join(map(str, args.dirs))}: their files cannot be read as jaxfit runs"
+        print(f"error: {what} ({type(error).__name__}: {error})".splitlines()[0], file=sys.stderr)
         return 2
     print(text)
     return 0

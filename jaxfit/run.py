@@ -10,13 +10,15 @@ or SIGTERM stop at the end of a chunk with a checkpoint (exit 130 / 143).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
 import sys
 from pathlib import Path
 from typing import Any
 
 from jaxfit import config as config_lib
-from jaxfit import rundir
+from jaxfit import rundir, trackers
 from jaxfit.signals import StopRequest
 
 
@@ -38,10 +40,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<config name>-<date-time>/); must be new or empty")
     parser.add_argument("--overwrite", action="store_true", help="replace the earlier run in --out once the new one has finished (only that run's files)")
+    parser.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
+                        help="also write live curves to TensorBoard (DIR/tensorboard/) or Weights & Biases, after every chunk (repeatable; "
+                             "adds to the config's [logging] to)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument("--distributed", metavar="HOST:PORT,N,I", type=distributed_spec,
+                        help="one of N processes (process I) training one run together under jax.distributed, "
+                             "HOST:PORT being process 0's coordinator; 'auto': JAX detects them (SLURM, Open MPI, ...)")
     parser.add_argument("--stop-after-chunks", type=int, metavar="N", help=argparse.SUPPRESS)  # testing resume
     return parser.parse_args(argv)
+
+
+def distributed_spec(text: str) -> tuple[str | None, int | None, int | None]:
+    """--distributed HOST:PORT,N,I as (coordinator, processes, process id); 'auto' as Nones (JAX detects them)."""
+    if text == "auto":
+        return None, None, None
+    parts = text.split(",")
+    if len(parts) != 3 or ":" not in parts[0] or not parts[1].isdigit() or not parts[2].isdigit() \
+            or not 0 <= int(parts[2]) < int(parts[1]):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT,N,I (N processes, this one I, 0 <= I < N) or 'auto'")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def join_processes(args: argparse.Namespace) -> bool:
+    """Start jax.distributed when asked; True for the process that writes the run's files (0)."""
+    if args.distributed is None:
+        return True
+    import jax
+
+    jax.distributed.initialize(*args.distributed)
+    return jax.process_index() == 0
 
 
 def default_out(name: str) -> Path:
@@ -49,9 +78,16 @@ def default_out(name: str) -> Path:
 
 
 def started_config(cfg: config_lib.Config) -> dict:
-    """What a resumed run must keep: the whole config but `execution` (chunks, checkpoints),
-    which never changes a result."""
-    return {k: v for k, v in config_lib.to_dict(cfg).items() if k != "execution"}
+    """What a resumed run must keep: the whole config but `execution` (chunks, checkpoints) and
+    `logging` (trackers), which never change a result."""
+    return {k: v for k, v in config_lib.to_dict(cfg).items() if k not in ("execution", "logging")}
+
+
+def with_logging(cfg: config_lib.Config, names: list[str]) -> config_lib.Config:
+    """The config with the trackers of --log added to its [logging] table."""
+    if not names:
+        return cfg
+    return dataclasses.replace(cfg, logging=config_lib.Logging(tuple(dict.fromkeys((*cfg.logging.to, *names)))))
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:
@@ -60,9 +96,10 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, Path, Path]:
+def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.Config, Path, Path]:
     """The config, output folder and the folder the run writes in (the output folder, or its
-    staging folder); raises on anything bad, before anything is written."""
+    staging folder); raises on anything bad, before anything is written. Only the primary
+    process (0) checks the output folder: the others never write it."""
     if args.stop_after_chunks is not None and args.stop_after_chunks < 1:
         raise UsageError(f"--stop-after-chunks {args.stop_after_chunks}: must be >= 1")
     if args.resume is not None:
@@ -74,16 +111,19 @@ def resolve(args: argparse.Namespace) -> tuple[config_lib.Config, Path, Path]:
         not_execution = [o for o in args.overrides if not o.strip().startswith("execution.")]
         if not_execution:
             raise UsageError(f"--resume: --set {not_execution[0]}: a resumed run keeps its config; only execution.* may change")
-        cfg = config_lib.load(str(work / "config.toml"), args.overrides)
+        cfg = with_logging(config_lib.load(str(work / "config.toml"), args.overrides), args.log)
         marker = rundir.read_marker(work)
         if marker is not None and marker["config"] != started_config(cfg):
             changed = "; ".join(_differences(marker["config"], started_config(cfg))[:5])
             raise UsageError(f"--resume {args.resume}: config.toml is not the config the run was started with ({changed}); "
                              "that would change results: undo the edit, or start a new run")
         return cfg, args.resume, work
-    cfg = config_lib.load(args.config, args.overrides)
+    cfg = with_logging(config_lib.load(args.config, args.overrides), args.log)
     out = args.out or default_out(cfg.name)
-    rundir.check_usable(out, args.overwrite)
+    if primary:
+        rundir.check_usable(out, args.overwrite)
+    elif args.out is None:
+        raise UsageError("--distributed: give --out, the one folder every process uses")
     return cfg, out, out
 
 
@@ -95,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None, stop: StopRequest) -> int:
     try:
         args = parse_args(argv)
-        cfg, out, work = resolve(args)
+        primary = join_processes(args) if not args.print_config else True
+        cfg, out, work = resolve(args, primary)
         if args.print_config:
             print(config_lib.to_toml(cfg), end="")
             return 0
-    except (UsageError, config_lib.ConfigError, rundir.FolderError) as error:
+        trackers.require(cfg.logging.to)
+    except (UsageError, config_lib.ConfigError, rundir.FolderError, trackers.MissingExtra) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import jax  # imported only once the input is known to be good
@@ -111,8 +153,8 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
         if stop.requested:
             print("stopped before anything was written", file=sys.stderr)
             return 128 + stop.requested
-        with rundir.owned(out):
-            return _train(args, cfg, out, work, prepared, stop)
+        with rundir.owned(out) if primary else contextlib.nullcontext():
+            return _train(args, cfg, out, work, prepared, stop, primary)
     except (sweep.TooLarge, sweep.CheckpointError, rundir.FolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -125,29 +167,44 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
         return 1
 
 
-def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest) -> int:
+def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest,
+           primary: bool = True) -> int:
     """Train in the owned folder: mark it, train, write the run's files, then (for --overwrite)
-    move the finished run over the earlier one."""
+    move the finished run over the earlier one. Under jax.distributed every process trains its
+    share of the models and writes its share of each checkpoint; only process 0 writes files."""
+    import jax
+    from jax.experimental import multihost_utils
+
     from jaxfit import report, sweep
 
     resume = args.resume is not None
-    if not resume:
-        work = rundir.workdir(out)
-    if not resume or args.overrides:  # a resumed run goes on with its changed execution.* settings
-        report.atomic_write(work / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
-    if not resume:
-        rundir.write_marker(work, started_config(cfg), finished=False)
-    try:
-        result = sweep.train_prepared(prepared, quiet=args.quiet, checkpoint_dir=work / "checkpoints", resume=resume,
-                                      stop_after_chunks=args.stop_after_chunks, stop=stop)
-    except sweep.Interrupted as interrupted:
-        print(f"{interrupted}; checkpoint saved. Continue with: python -m jaxfit.run --resume {out}", file=sys.stderr)
-        return 128 + interrupted.signum
-    if not result.finished:
-        print(f"stopped after {result.timing['steps_run']:,} steps as asked; continue with: python -m jaxfit.run --resume {out}",
-              file=sys.stderr)
-        return 0
-    text = report.write_run(work, cfg, result)
+    if primary:
+        if not resume:
+            work = rundir.workdir(out)
+        if not resume or args.overrides or args.log:  # a resumed run goes on with its changed execution.* and logging settings
+            report.atomic_write(work / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
+        if not resume:
+            rundir.write_marker(work, started_config(cfg), finished=False)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jaxfit: the run folder is ready")
+        if not primary:  # the folder process 0 chose: a new run's staging folder, or out
+            work = rundir.resume_dir(out) if resume else out / rundir.STAGING if rundir.read_marker(out / rundir.STAGING) else out
+    with trackers.Trackers(cfg, work, resume, name=out.name) if cfg.logging.to else contextlib.nullcontext() as live:
+        try:
+            result = sweep.train_prepared(prepared, quiet=args.quiet, checkpoint_dir=work / "checkpoints", resume=resume,
+                                          stop_after_chunks=args.stop_after_chunks, stop=stop, on_chunk=live and live.on_chunk)
+        except sweep.Interrupted as interrupted:
+            print(f"{interrupted}; checkpoint saved. Continue with: python -m jaxfit.run --resume {out}", file=sys.stderr)
+            return 128 + interrupted.signum
+        if not result.finished:
+            print(f"stopped after {result.timing['steps_run']:,} steps as asked; continue with: python -m jaxfit.run --resume {out}",
+                  file=sys.stderr)
+            return 0
+        if not primary:
+            return 0
+        text = report.write_run(work, cfg, result)
+        if live is not None:
+            live.finish(work)
     rundir.write_marker(work, started_config(cfg), finished=True)
     if work != out:
         rundir.promote(out, work)

@@ -11,6 +11,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ def expand(cfg: Config) -> list[GroupModels]:
         )
         out.append(GroupModels(group, labels, coords))
     return out
+
+
+OnChunk = Callable[[list[train.ModelState], int], None]
 
 
 @dataclass
@@ -236,7 +240,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
 
 def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
         batches: tuple[np.ndarray, np.ndarray] | None = None, checkpoint_dir: Path | None = None,
-        resume: bool = False, stop_after_chunks: int | None = None) -> Result:
+        resume: bool = False, stop_after_chunks: int | None = None, on_chunk: OnChunk | None = None) -> Result:
     """Train every model of `cfg` (see `prepare` and `train_prepared`).
 
     initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
@@ -244,11 +248,11 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
       PyTorch state_dict). batches: (x [steps, batch, *input_shape], y [steps, batch, ...]) used at
       every step by every model instead of the task's own sampling."""
     with StopRequest() as stop:
-        return train_prepared(prepare(cfg, initial_params, batches), quiet, checkpoint_dir, resume, stop_after_chunks, stop)
+        return train_prepared(prepare(cfg, initial_params, batches), quiet, checkpoint_dir, resume, stop_after_chunks, stop, on_chunk)
 
 
 def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path | None = None, resume: bool = False,
-                   stop_after_chunks: int | None = None, stop: StopRequest | None = None) -> Result:
+                   stop_after_chunks: int | None = None, stop: StopRequest | None = None, on_chunk: OnChunk | None = None) -> Result:
     """Drive the compiled chunks from the host: progress, checkpoints, early exit.
 
     checkpoint_dir: where orbax keeps the whole state every `execution.checkpoint_every`
@@ -256,7 +260,8 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
       intact checkpoint, bit for bit as if never stopped (the chunk size may change in between).
     stop_after_chunks: stop (with a checkpoint) after that many chunks of this call -- a way to
       test resuming. stop: SIGINT/SIGTERM are honoured between chunks (checkpoint, then
-      `Interrupted`); a signal that came during compilation stops before the first chunk."""
+      `Interrupted`); a signal that came during compilation stops before the first chunk.
+    on_chunk(states, intervals_done): host code after every chunk, e.g. `trackers.Trackers.on_chunk`."""
     cfg, groups, coords, data = prepared.cfg, prepared.groups, prepared.coords, prepared.data
     start = time.perf_counter()
     states = prepared.init_fn(coords, data, prepared.given)
@@ -270,7 +275,7 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
     n_intervals, per_chunk = cfg.n_intervals, train.chunk_intervals(cfg)
     steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
     n_steps = train.total_steps(cfg)
-    progress = Progress(n_steps, sum(g.n_models for g in groups), quiet, steps_run)
+    progress = Progress(n_steps, sum(g.n_models for g in groups), quiet or jax.process_index() > 0, steps_run)
     start = time.perf_counter()
     finished, interval, chunks_run = True, first_interval, 0
 
@@ -279,14 +284,22 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
             meta = {"next_interval": interval, "run_s": run_s + time.perf_counter() - start, "steps_run": steps_run}
             checkpoints.save(interval, jax.block_until_ready(states), meta)
 
-    def interrupted() -> Interrupted:
+    def stopping() -> int:
+        """The signal that asks to stop (0: none), agreed by every process under jax.distributed,
+        so that all of them stop after the same chunk (a checkpoint is a collective write)."""
+        requested = (stop.requested or 0) if stop is not None else 0
+        if jax.process_count() > 1:
+            requested = int(np.max(multihost_utils.process_allgather(np.int32(requested))))
+        return requested
+
+    def interrupted(signum: int) -> Interrupted:
         checkpoint()
-        name = signal.Signals(stop.requested).name
-        return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", stop.requested)
+        name = signal.Signals(signum).name
+        return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", signum)
 
     try:
-        if stop is not None and stop.requested:
-            raise interrupted()
+        if signum := stopping():
+            raise interrupted(signum)
         while interval < n_intervals:
             states = prepared.chunk_fn(states, coords, data, jnp.int32(interval))
             interval, chunks_run = min(interval + per_chunk, n_intervals), chunks_run + 1
@@ -294,10 +307,12 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
             active = sum(int(np.sum(s.active)) for s in states)
             progress.update(done, steps_run, active, sum(int(np.sum(s.diverged_step >= 0)) for s in states))
             steps_run = done
+            if on_chunk is not None:
+                on_chunk(states, interval)
             last = interval == n_intervals or active == 0
             stop_now = stop_after_chunks is not None and chunks_run >= stop_after_chunks and not last
-            if stop is not None and stop.requested and not last:
-                raise interrupted()
+            if not last and (signum := stopping()):
+                raise interrupted(signum)
             if last or stop_now or chunks_run % cfg.execution.checkpoint_every == 0:
                 checkpoint()
             if last:
