@@ -230,6 +230,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
             raise fail(f"{path}.{key}", raw[key], f"unknown key{kind}; allowed here: {', '.join(fields)}{hint}")
     values = {}
     for name, value in raw.items():
+        if value == [] and fields[name].default == ():  # a list that may be empty (logging.to): nothing
+            values[name] = ()
+            continue
         values[name] = _coerce(hints[name], value, f"{path}.{name}", dict(fields[name].metadata))
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:

@@ -22,8 +22,9 @@ the group's seeds and bands, and W&B overlays the groups' runs on the same key. 
 model would overlay seeds natively, but a W&B run costs ~0.3 s to open and ~1 ms per log call
 on a 2-core CPU: at 1,000 models that is minutes, more than the 5 % this may cost.
 
-Resuming continues the same TensorBoard runs and W&B runs (ids in `DIR/trackers.json`) without
-duplicate points: points up to the last step already written are skipped (their values are the
+Points are flushed to disk at most every FLUSH_SECONDS (and at the end), then recorded in
+`DIR/trackers.json`. Resuming continues the same TensorBoard runs and W&B runs (ids in that file)
+without duplicate points: points up to the last step recorded there are skipped (their values are the
 same bits, since a resumed run retraces its steps exactly), and TensorBoard purges anything a
 killed process wrote after that record. Only process 0 writes (under jax.distributed).
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from jaxfit import config as config_lib
 NAMES = ("tensorboard", "wandb")
 EXTRAS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}  # name: (module, pip extra)
 BANDS = {"median": 50, "p10": 10, "p90": 90}
+FLUSH_SECONDS = 10.0  # at most one flush per this many seconds (and at the end): a flush of 1,000 event files costs ~0.2 s
 
 
 class MissingExtra(Exception):
@@ -86,15 +89,14 @@ class Trackers:
         self.writes = jax.process_index() == 0
         self.record = self.out / "trackers.json"
         state = json.loads(self.record.read_text()) if resume and self.record.exists() else {}
-        self.written = int(state.get("written_through", 0))  # last step already sent to the trackers
         self.ids = state.get("wandb", {})
-        self.sinks: list[Any] = []
+        written = {name: int(state.get("written_through", {}).get(name, 0)) for name in cfg.logging.to}  # each sink's last step on disk
+        self.sent = min(written.values(), default=0)  # every process reads the record: the same fetches everywhere
+        self.sinks: dict[str, Any] = {}
         if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
-            if "tensorboard" in cfg.logging.to:
-                self.sinks.append(TensorBoard(self, resume))
-            if "wandb" in cfg.logging.to:
-                self.sinks.append(Wandb(self, resume))
+            for name in cfg.logging.to:  # a resumed run skips what each sink holds
+                self.sinks[name] = (TensorBoard if name == "tensorboard" else Wandb)(self, written[name], resume)
             self._save()
 
     def __enter__(self) -> Trackers:
@@ -106,47 +108,62 @@ class Trackers:
     def _save(self) -> None:
         from jaxfit import report
 
-        text = json.dumps({"written_through": self.written, "wandb": self.ids}, indent=1)
+        text = json.dumps({"written_through": {name: sink.written for name, sink in self.sinks.items()}, "wandb": self.ids}, indent=1)
         report.atomic_write(self.record, lambda f: f.write(text))
 
     def on_chunk(self, states: list[Any], intervals_done: int) -> None:
-        """Send the points logged since the last call (host side; histories are fetched once)."""
+        """Send the points logged since the last call (host side; histories are fetched once).
+        W&B streams them at once; TensorBoard's files are flushed at most every FLUSH_SECONDS."""
         from jaxfit import sweep
 
-        new = np.flatnonzero((self.logged_intervals < intervals_done) & (self.logged_steps > self.written))
+        new = np.flatnonzero((self.logged_intervals < intervals_done) & (self.logged_steps > self.sent))
         if len(new) == 0:
             return
         lo, hi = int(new[0]), int(new[-1]) + 1
-        histories = sweep._fetch([{k: v[:, lo:hi] for k, v in s.history.items()} for s in states])
+        histories = sweep._fetch([{k: v[:, lo:hi] for k, v in s.history.items()} for s in states])  # a collective
+        steps = self.logged_steps[lo:hi]
+        self.sent = int(steps[-1])
         if not self.writes:
             return
-        steps = self.logged_steps[lo:hi]
         for group, history in zip(self.groups, histories):
             history = {k: np.asarray(v[: group.n_models]) for k, v in history.items()}
             bands = {path: {name: _bands(values[index]) for name, values in history.items()}
                      for path, index in _sets(group.labels).items()}
-            for sink in self.sinks:
-                sink.points(group, steps, history, bands)
-        for sink in self.sinks:
-            sink.flush()
-        self.written = int(steps[-1])
-        self._save()
+            for sink in self.sinks.values():
+                fresh = steps > sink.written
+                if fresh.any():
+                    sink.points(group, steps[fresh], {k: v[:, fresh] for k, v in history.items()},
+                                {path: {m: {b: v[fresh] for b, v in band.items()} for m, band in per.items()} for path, per in bands.items()})
+        self.flush(force=False)
+
+    def flush(self, force: bool = True) -> None:
+        """Put what was sent on disk (TensorBoard: at most every FLUSH_SECONDS unless forced),
+        then record it in trackers.json."""
+        changed = False
+        for sink in self.sinks.values():
+            if self.sent > sink.written and (force or sink.streams or time.monotonic() - sink.flushed_at >= FLUSH_SECONDS):
+                sink.flush()
+                sink.written, sink.flushed_at, changed = self.sent, time.monotonic(), True
+        if changed:
+            self._save()
 
     def finish(self, out: Path | str) -> None:
         """The summary table and the plots of the finished run in `out`; then close."""
+        self.flush()
         if self.writes:
             out = Path(out)
             summary = json.loads((out / "summary.json").read_text())
             text = (out / "summary.md").read_text()
             images = sorted(out.glob("*.png"))
-            for sink in self.sinks:
+            for sink in self.sinks.values():
                 sink.finish(summary, text, images)
         self.close()
 
     def close(self) -> None:
-        for sink in self.sinks:
+        self.flush()
+        for sink in self.sinks.values():
             sink.close()
-        self.sinks = []
+        self.sinks = {}
 
 
 def _sets(labels: list[dict]) -> dict[str, np.ndarray]:
@@ -164,37 +181,70 @@ def _bands(values: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.where(finite, np.nanpercentile(safe, q, axis=0), np.nan) for name, q in BANDS.items()}
 
 
-class TensorBoard:
-    """Event files under DIR/tensorboard/ (tensorboardX writers, no TensorFlow needed)."""
+class EventFile:
+    """One TensorBoard run's event file, written synchronously by tensorboardX's EventsWriter:
+    one event per logged step holding every metric (tensorboardX's threaded SummaryWriter costs
+    ~50-140 us per point, minutes at 1,000 models)."""
 
-    def __init__(self, trackers: Trackers, resume: bool):
+    def __init__(self, folder: Path, purge_step: int | None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.writer = EventsWriter(str(folder / "events"), f".{time.time_ns()}")  # later files sort after earlier ones
+        if purge_step is not None:  # TensorBoard hides what earlier files hold from this step on
+            self.writer.write_event(Event(step=purge_step, wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+        self.writer.write_event(Event(step=step, wall_time=time.time(), summary=summary))
+
+    def summary(self, proto: Any, step: int = 0) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        self.writer.write_event(Event(step=step, wall_time=time.time(), summary=proto))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class TensorBoard:
+    """Event files under DIR/tensorboard/ (tensorboardX, no TensorFlow needed)."""
+
+    streams = False  # buffered: flushed every FLUSH_SECONDS
+
+    def __init__(self, trackers: Trackers, written: int, resume: bool):
         from tensorboardX import SummaryWriter
 
+        self.written, self.flushed_at = written, time.monotonic()
         root = trackers.out / "tensorboard"
-        purge = trackers.written + 1 if resume else None  # hide what a killed process wrote after the record
-
-        def writer(path: str) -> Any:
-            return SummaryWriter(str(root / path), purge_step=purge, max_queue=100_000, flush_secs=3600)  # flushed after every chunk
-
-        self.models = {g.group.name: [writer(model_path(label)) for label in g.labels] for g in trackers.groups}
-        self.bands = {path: {name: writer(f"{path}/~{name}") for name in BANDS} for g in trackers.groups for path in _sets(g.labels)}
-        self.run = writer("~run")
+        purge = written + 1 if resume else None  # hide what a killed process wrote after the record
+        self.models = {g.group.name: [EventFile(root / model_path(label), purge) for label in g.labels] for g in trackers.groups}
+        self.bands = {path: {name: EventFile(root / path / f"~{name}", purge) for name in BANDS}
+                      for g in trackers.groups for path in _sets(g.labels)}
+        self.run = SummaryWriter(str(root / "~run"), purge_step=purge, flush_secs=3600)  # text and images: a few events
         self.groups = trackers.groups
         if not resume:
             self.run.add_text("config", "```toml\n" + config_lib.to_toml(trackers.cfg) + "\n```", 0)
 
     def points(self, group: Any, steps: np.ndarray, history: dict, bands: dict) -> None:
-        for i, w in enumerate(self.models[group.group.name]):
-            for name, values in history.items():
-                for step, value in zip(steps, values[i]):
-                    if np.isfinite(value):
-                        w.add_scalar(name, float(value), int(step))
+        for i, events in enumerate(self.models[group.group.name]):
+            for k, step in enumerate(steps):
+                values = {name: float(v[i, k]) for name, v in history.items() if np.isfinite(v[i, k])}
+                if values:
+                    events.scalars(int(step), values)
         for path, per_metric in bands.items():
-            for name, band in per_metric.items():
-                for band_name, values in band.items():
-                    for step, value in zip(steps, values):
-                        if np.isfinite(value):
-                            self.bands[path][band_name].add_scalar(name, float(value), int(step))
+            for band_name in BANDS:
+                for k, step in enumerate(steps):
+                    values = {name: float(band[band_name][k]) for name, band in per_metric.items() if np.isfinite(band[band_name][k])}
+                    if values:
+                        self.bands[path][band_name].scalars(int(step), values)
 
     def flush(self) -> None:
         for w in self._all():
@@ -210,14 +260,13 @@ class TensorBoard:
             self.run.add_image(image.stem, plt.imread(image)[..., :3], 0, dataformats="HWC")
         for g in self.groups:
             entries = [m for m in summary["models"] if m["group"] == g.group.name]  # in the order of g.labels
-            for label, entry, w in zip(g.labels, entries, self.models[g.group.name]):
+            for label, entry, events in zip(g.labels, entries, self.models[g.group.name]):
                 finals = {f"final/{k}": float(v) for k, v in entry.items()
                           if (k.endswith("_final") or k in ("steps", "stop_step")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
                 finals["final/reached"] = float(bool(entry.get("reached")))
-                for summary_proto in hparams(dict(label), finals):
-                    w.file_writer.add_summary(summary_proto)
-                for tag, value in finals.items():
-                    w.add_scalar(tag, value, 0)
+                for proto in hparams(dict(label), finals):
+                    events.summary(proto)
+                events.scalars(0, finals)
 
     def close(self) -> None:
         for w in self._all():
@@ -230,9 +279,12 @@ class TensorBoard:
 class Wandb:
     """One W&B run per group (see the module docstring); offline with WANDB_MODE=offline."""
 
-    def __init__(self, trackers: Trackers, resume: bool):
+    streams = True  # W&B sends each log call on its own: recorded after every chunk
+
+    def __init__(self, trackers: Trackers, written: int, resume: bool):
         import wandb
 
+        self.written, self.flushed_at = written, time.monotonic()
         cfg, whole = trackers.cfg, config_lib.to_dict(trackers.cfg)
         self.runs = {}
         for g in trackers.groups:

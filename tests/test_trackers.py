@@ -157,12 +157,13 @@ def test_a_killed_and_resumed_run_continues_the_same_tracker_runs_without_duplic
         if len(calls) == 5:  # points through chunk 5 are out; the checkpoint holds chunk 4
             raise Killed
 
+    monkeypatch.setattr(trackers, "FLUSH_SECONDS", 0.0)  # every chunk's points on disk before the next
     monkeypatch.setattr(trackers.Trackers, "on_chunk", dies_after_five)
     with pytest.raises(Killed):
         run.main([*args, "--out", str(out)])
     monkeypatch.setattr(trackers.Trackers, "on_chunk", on_chunk)
     ids = json.loads((out / "trackers.json").read_text())
-    assert ids["written_through"] == 100 and max(int(p.name) for p in (out / "checkpoints").iterdir()) == 80
+    assert ids["written_through"] == {"tensorboard": 100, "wandb": 100} and max(int(p.name) for p in (out / "checkpoints").iterdir()) == 80
     assert run.main(["--resume", str(out), "--quiet"]) == 0
     assert_same_files(stepfit_run, out)
     check_tensorboard(out)  # every point once
@@ -191,3 +192,10 @@ def test_a_missing_extra_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()  # before anything is written
     assert run.main([*STEPFIT, "--log", "mlflow", "--out", str(tmp_path / "run")]) == 2
     assert "invalid choice: 'mlflow'" in capsys.readouterr().err
+
+
+def test_the_logging_table_takes_an_empty_list_and_refuses_unknown_trackers():
+    assert config.load("stepfit", ["logging.to=[]"]).logging.to == ()
+    assert config.load("stepfit", ['logging.to=["wandb", "tensorboard"]']).logging.to == ("wandb", "tensorboard")
+    with pytest.raises(config.ConfigError, match="logging.to"):
+        config.load("stepfit", ['logging.to=["mlflow"]'])
