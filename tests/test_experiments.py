@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPIRALS = ROOT / "examples" / "spirals.toml"
 SMALL_SPIRALS = ["sweep.n_seeds=2", "train.steps=600", "optim.lr=[0.01, 0.03]", "train.stop_at=0.9"]
 # The engine: everything but the experiments' own modules and the benchmark of the built-in ones.
-ENGINE = ["__init__", "config", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "train"]
+ENGINE = ["__init__", "config", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
 
 
 def test_the_engine_names_no_experiment():
