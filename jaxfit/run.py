@@ -69,7 +69,11 @@ def join_processes(args: argparse.Namespace) -> bool:
         return True
     import jax
 
-    jax.distributed.initialize(*args.distributed)
+    try:
+        jax.distributed.initialize(*args.distributed)
+    except Exception as error:  # noqa: BLE001 -- no coordinator, a port in use, no cluster found: one line
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise UsageError(f"--distributed: could not join the other processes ({type(error).__name__}: {first})") from None
     return jax.process_index() == 0
 
 

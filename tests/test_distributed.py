@@ -43,3 +43,12 @@ def test_two_processes_train_one_run_that_equals_the_single_process_run(tmp_path
     assert_same_files(stepfit_run, out)
     assert "wrote" in second[0].stdout and "wrote" not in second[1].stdout  # process 1 trained its share and wrote nothing
     assert "# stepfit" not in second[1].stdout
+
+
+def test_a_bad_distributed_spec_is_one_line(capsys):
+    from jaxfit import run
+
+    for spec in ("localhost:1234,2,2", "localhost,2,0", "2"):
+        assert run.main([*STEPFIT, "--distributed", spec]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "HOST:PORT,N,I" in err, err
