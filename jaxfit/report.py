@@ -291,12 +291,12 @@ def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
     for name, folder in zip(names, dirs):
         cfg = config_lib.load(str(folder / "config.toml"))
         models = json.loads((folder / "summary.json").read_text())["models"]
-        monitor = cfg.task.monitor
+        monitor, coords = cfg.task.monitor, coordinate_columns(models)
         with np.load(folder / "history.npz") as history:
             x, values = history["step"], history[monitor]
             for row, index in zip(set_rows(models, [f"{monitor}_final"], cfg.train.stop_at, monitor), model_sets(models).values()):
                 rows.append({"run": name, **row})
-                label = " ".join([name, *(str(v) for k, v in row.items() if k in coordinate_columns(models))])
+                label = " ".join([name, *(str(v) for k, v in row.items() if k in coords)])
                 cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return f"# {len(dirs)} runs compared\n\n" + markdown_table(rows, columns) + "\n", cells

@@ -84,8 +84,8 @@ class Trackers:
         self.cfg, self.out = cfg, Path(out)
         self.name = name or self.out.name  # the run folder's name (not a staging folder's): W&B's group
         self.groups = sweep.expand(cfg)
-        self.logged_steps = train.interval_end_steps(cfg, train.logged_intervals(cfg))
         self.logged_intervals = train.logged_intervals(cfg)
+        self.logged_steps = train.interval_end_steps(cfg, self.logged_intervals)
         self.writes = jax.process_index() == 0
         self.record = self.out / "trackers.json"
         state = json.loads(self.record.read_text()) if resume and self.record.exists() else {}
