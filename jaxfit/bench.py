@@ -36,9 +36,8 @@ def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
 
     if workload == "sumsq":
         epochs = max(1, steps // 900)
-        eval_chunk = 2000 if n_models <= 1000 else 200  # evaluation holds [models, chunk, 64, 14] floats
         overrides = [f"train.epochs={epochs}", "task.eval_train=false", "model.init=manual", f"sweep.n_seeds={n_models}",
-                     "execution.chunk_epochs=1", f"train.eval_batch_size={eval_chunk}"]
+                     "execution.chunk_epochs=1"]
         cfg = config.load("sumsq", overrides)
     else:
         group = "wide" if workload == "stepfit_wide" else "narrow"

@@ -180,6 +180,43 @@ def _check_fits(what: str, needed: float, available: int | None) -> None:
         raise TooLarge(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB available; {SMALLER}")
 
 
+CPU_CACHE_BYTES = 4 << 20  # on a CPU, a block's largest training array stays within this (caches; BENCHMARKS.md)
+MEMORY_SHARE = 16  # a block's largest evaluation array takes at most 1/16 of the device's memory
+
+
+def models_per_block(training_bytes: int, evaluation_bytes: int, n_models: int, device: jax.Device) -> int:
+    """How many of a group's models (`n_models` on this device) run at once, from the largest
+    array one model holds while training and while evaluating (`Trainer.footprint`): all of
+    them, unless a block's training arrays would outgrow a CPU's caches or its evaluation a
+    1/MEMORY_SHARE of the device's memory. At least 2 (see `padded`). A model's numbers do not
+    depend on it."""
+    block = n_models
+    if device.platform == "cpu":
+        block = min(block, CPU_CACHE_BYTES // max(training_bytes, 1))
+    memory = available_memory(device)
+    if memory is not None:
+        block = min(block, memory // MEMORY_SHARE // max(evaluation_bytes, 1))
+    block = max(2, min(block, n_models))
+    return -(-n_models // -(-n_models // block))  # the same count in equal blocks, the fewest padding models
+
+
+def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
+    """fn(per_model_block, *shared) for consecutive blocks of `block` models, one block after
+    another (lax.map), concatenated: the arrays of `per_model` and of the result have a leading
+    models axis. Models beyond a whole number of blocks are padded by repeating the last model
+    and dropped from the result."""
+    n = jax.tree.leaves(per_model)[0].shape[0]
+    if block >= n:
+        return fn(per_model, *shared)
+    n_blocks = -(-n // block)
+
+    def split(a: jax.Array) -> jax.Array:
+        return jnp.concatenate([a, jnp.repeat(a[-1:], n_blocks * block - n, axis=0)]).reshape(n_blocks, block, *a.shape[1:])
+
+    out = jax.lax.map(lambda blocks: fn(blocks, *shared), jax.tree.map(split, per_model))
+    return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
+
+
 @dataclass
 class Prepared:
     """A run ready to train: its models, data and the compiled init and chunk functions."""
@@ -211,21 +248,24 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
+    blocks = [models_per_block(*trainer.footprint(c, data), len(c.seed_index) // n_devices, device) for trainer, c in zip(trainers, coords)]
     coords, given = jax.device_put((coords, given), per_model)
     data = jax.device_put(data, replicated)
 
-    def init_all(coords, data, given):
-        return [jax.vmap(init, in_axes=(0, None, 0))(c, data, p) for (init, _), c, p in zip(trainers, coords, given)]
+    def init_all(coords, given, data):
+        return [in_blocks(lambda m, d: t.init(m[0], d, m[1]), block, (c, p), data) for t, block, c, p in zip(trainers, blocks, coords, given)]
 
     def chunk_all(states, coords, data, first_interval):
-        return [
-            jax.vmap(run_chunk, in_axes=(0, 0, None, None), axis_name=train.MODELS_AXIS)(s, c, data, first_interval)
-            for (_, run_chunk), s, c in zip(trainers, states, coords)
-        ]
+        return [in_blocks(lambda m, d, k: t.run_chunk(*m, d, k), block, (s, c), data, first_interval)
+                for t, block, s, c in zip(trainers, blocks, states, coords)]
 
+    # each device runs its own share of the models (in its blocks); the data is replicated
+    init_all = jax.shard_map(init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False)
+    chunk_all = jax.shard_map(chunk_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P(), P()), out_specs=P("models"),
+                              check_vma=False)
     try:
-        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, data, given).compile()
-        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, data, given))
+        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
+        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, given, data))
         chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
     except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner allocates while compiling
         if "RESOURCE_EXHAUSTED" not in str(error):
@@ -264,7 +304,7 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
     on_chunk(states, intervals_done): host code after every chunk, e.g. `trackers.Trackers.on_chunk`."""
     cfg, groups, coords, data = prepared.cfg, prepared.groups, prepared.coords, prepared.data
     start = time.perf_counter()
-    states = prepared.init_fn(coords, data, prepared.given)
+    states = prepared.init_fn(coords, prepared.given, data)
     checkpoints = Checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
     first_interval, run_s, steps_run = 0, 0.0, 0
     if resume:

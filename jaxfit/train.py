@@ -1,8 +1,10 @@
 """Training as a pure function of one model's coordinates (the PureJaxRL pattern).
 
-`make_train(cfg, group)` returns `init(coords, data)` and `run_chunk(state, coords, data,
-first_interval)` for ONE model; `sweep.py` vmaps them over the models of each group and jits
-every group of a run into one call. Nothing here touches files or the host.
+`make_train(cfg, group)` returns `init` and `run_chunk` for a block of a group's models: each
+model's steps and bookkeeping are per-model functions `jax.vmap`ped over the block; its
+evaluation is decided for the block, so that only the models whose value matters are evaluated
+directly (`evaluate_where_needed`). `sweep.py` splits each group into blocks and jits every
+group of a run into one call. Nothing here touches files or the host.
 
 Time: steps (one optimiser update each) make epochs (the task says how many: a pass over a
 shuffled training set, or one step on a fresh batch), and epochs make intervals of
@@ -18,6 +20,7 @@ boundary never changes a result.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -33,7 +36,7 @@ from jaxfit.experiment import Task, template
 from jaxfit.kernels import scan
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
-MODELS_AXIS = "models"  # the vmapped (and sharded) axis of a group's models; run_chunk is vmapped with this name
+CANDIDATES = (2, 8)  # buffer sizes: models evaluated directly after an interval without evaluating the whole block
 
 
 class RunData(NamedTuple):
@@ -184,8 +187,48 @@ def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, 
     return x, y
 
 
-def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
-    """Build (init, run_chunk) for one model of `group`; see the module docstring."""
+class Trained(NamedTuple):
+    """One model after an interval's optimiser steps, before its evaluation."""
+
+    params: Any
+    opt_state: Any
+    active: jax.Array
+    steps_done: jax.Array
+    diverged_step: jax.Array
+    loss_sum: jax.Array  # of the train-mode losses of the steps applied
+
+
+class Trainer(NamedTuple):
+    """What `make_train` builds for a group: `init(coords, data, given_params)` and
+    `run_chunk(states, coords, data, first_interval)` for a block of its models, and
+    `footprint(coords, data)`: the bytes of the largest array one model holds in an optimiser
+    step and in an evaluation (from the traced programs; nothing runs; `sweep.models_per_block`)."""
+
+    init: Callable
+    run_chunk: Callable
+    footprint: Callable
+
+
+def largest_array_bytes(fn: Callable, *args: Any) -> int:
+    """The largest array that `fn(*args)` computes, in bytes, from its jaxpr (nested ones too)."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    def walk(jaxpr: Jaxpr):
+        for eqn in jaxpr.eqns:
+            yield from (v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars if hasattr(v.aval, "size"))
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (list, tuple)) else (param,):
+                    if isinstance(sub, (ClosedJaxpr, Jaxpr)):
+                        yield from walk(sub.jaxpr if isinstance(sub, ClosedJaxpr) else sub)
+
+    return max(walk(jax.make_jaxpr(fn)(*args).jaxpr), default=0)
+
+
+def make_train(cfg: Config, group: Group) -> Trainer:
+    """Build init and run_chunk for a block of `group`'s models (a leading models axis on every
+    coordinate and state leaf); see the module docstring. Each model's steps, bookkeeping and
+    evaluation are per-model functions vmapped over the block; which models are evaluated
+    directly after an interval is decided for the block (`evaluate_where_needed`)."""
     task, train = cfg.task, cfg.train
     module = task.module(group.model)
     step_fn = make_step(cfg, group)
@@ -211,8 +254,8 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
             return jnp.bool_(False)
         return value >= stop_at if maximise else value <= stop_at
 
-    def init(coords: Coords, data: RunData, given_params=None) -> ModelState:
-        """The model's state before training; `given_params` (if any) replace the init scheme."""
+    def init_one(coords: Coords, data: RunData, given_params=None) -> ModelState:
+        """One model's state before training; `given_params` (if any) replace the init scheme."""
         _, _, init_key = model_keys(cfg.seed, coords.seed_index)
         params = given_params if given_params is not None else init_params(task, group.model, shapes, coords.init_index, init_key)
         lr0 = optim.learning_rate(group, coords.hp, jnp.int32(0), steps_per_epoch)
@@ -235,55 +278,93 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
             history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
         )
 
-    def run_interval(state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
+    def train_step(carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, coords: Coords, data: RunData) -> Trained:
+        """One model's optimiser step (none for a frozen model, or past the last step)."""
+        params, opt_state, active, steps_done, diverged_step, loss_sum = carry
+        step = epoch * steps_per_epoch + step_in_epoch
         data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
+        x, y = batch_at(task, group.model, data, order, data_key, step, step_in_epoch, train.batch_size)
+        new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
+        live = active & (step < n_steps)
+        update = live & finite
+        params, opt_state = _where(update, (new_params, new_opt_state), (params, opt_state))
+        diverged_step = jnp.where(live & ~finite, step, diverged_step)
+        return Trained(params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0))
 
-        def train_step(carry, step_in_epoch, epoch, order):
-            params, opt_state, active, steps_done, diverged_step, loss_sum = carry
-            step = epoch * steps_per_epoch + step_in_epoch
-            x, y = batch_at(task, group.model, data, order, data_key, step, step_in_epoch, train.batch_size)
-            new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
-            finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
-            live = active & (step < n_steps)
-            update = live & finite
-            params, opt_state = _where(update, (new_params, new_opt_state), (params, opt_state))
-            diverged_step = jnp.where(live & ~finite, step, diverged_step)
-            carry = (params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0))
-            return carry, None
+    def epoch_order(coords: Coords, data: RunData, epoch: jax.Array) -> Any:
+        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
+        return task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
 
-        def train_epoch(carry, epoch):
-            order = task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
-            step_fn = lambda c, i: train_step(c, i, epoch, order)  # noqa: E731
-            carry = scan(step_fn, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32))
-            return carry, None
+    def train_interval(state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> Trained:
+        """One model's optimiser steps of an interval."""
+
+        def train_epoch(carry: Trained, epoch) -> tuple[Trained, None]:
+            order = epoch_order(coords, data, epoch)
+            step = lambda c, i: (train_step(c, i, epoch, order, coords, data), None)  # noqa: E731
+            return scan(step, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32)), None
 
         epochs = interval * train.eval_every + jnp.arange(train.eval_every, dtype=jnp.int32)
-        carry = (state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
-        params, opt_state, active, steps_done, diverged_step, loss_sum = scan(train_epoch, carry, epochs)
+        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
+        return scan(train_epoch, carry, epochs)
 
-        trained = steps_done > state.steps_done  # this interval moved the model
-        just_diverged = (diverged_step >= 0) & (state.diverged_step < 0)
-        first_step = interval * train.eval_every * steps_per_epoch
-        lr = optim.learning_rate(group, coords.hp, first_step, steps_per_epoch)
+    def log_slot(interval: jax.Array) -> jax.Array:
+        """The interval's column of the history; the scratch column n_logged if it is not logged."""
         slot = jnp.searchsorted(logged, interval)
-        slot = jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
-        if bound is None:
-            evals = evaluate(params, data)
-            ranking = evals[monitor]
-        else:  # evaluate directly only where the value could matter, for any model of the group
-            ranking, margin = bound(params)
-            could_stop = reaches(ranking + margin if maximise else ranking - margin)
-            matters = (slot < n_logged) | just_diverged | (active & could_stop)
-            any_matters = jax.lax.psum(matters.astype(jnp.int32), MODELS_AXIS) > 0
-            estimate = {name: ranking if name == monitor else nan for name in state.initial}
-            evals = jax.lax.cond(any_matters, lambda: evaluate(params, data), lambda: estimate)
-        train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
-        record = {"train_loss": train_loss, **evals, "lr": lr}
+        return jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
 
+    def just_diverged(state: ModelState, trained: Trained) -> jax.Array:
+        return (trained.diverged_step >= 0) & (state.diverged_step < 0)
+
+    def ranked(state: ModelState, trained: Trained) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+        """One model's closed-form monitored metric, whether its direct value is needed (it could
+        decide a stop, or the model just diverged), and the estimate recorded where it is not."""
+        ranking, margin = bound(trained.params)
+        could_stop = reaches(ranking + margin if maximise else ranking - margin)
+        needed = just_diverged(state, trained) | (trained.active & could_stop)
+        return ranking, needed, {name: ranking if name == monitor else nan for name in state.initial}
+
+    def evaluate_where_needed(states: ModelState, trained: Trained, interval: jax.Array, data: RunData):
+        """The block's metrics after an interval, and each model's ranking value (what "best"
+        compares). Without a closed form: every model evaluated directly. With one: only where a
+        value is logged or needed -- none; a few, gathered into the smallest CANDIDATES buffer
+        that holds them; or every model when more need it -- and the closed form elsewhere.
+        Hundreds of models crossing the threshold thus cost a few models' evaluations per
+        interval, not the whole block's. A model's direct value is the same bits in every case
+        (tests/test_piecewise.py)."""
+        evaluate_all = lambda: jax.vmap(evaluate, (0, None))(trained.params, data)  # noqa: E731
+        if bound is None:
+            evals = evaluate_all()
+            return evals, evals[monitor]
+        ranking, needed, estimate = jax.vmap(ranked)(states, trained)
+        n_models = needed.shape[0]
+        needed = needed | (log_slot(interval) < n_logged)
+
+        def evaluate_few(slots: int) -> dict[str, jax.Array]:
+            index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
+            params = jax.tree.map(lambda p: p[jnp.minimum(index, n_models - 1)], trained.params)
+            values = jax.vmap(evaluate, (0, None))(params, data)
+            return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
+
+        buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
+        branches = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
+        branch = jnp.searchsorted(jnp.asarray([0, *buffers]), jnp.sum(needed))  # the smallest that holds them all
+        return jax.lax.switch(branch, branches), ranking
+
+    def record(state: ModelState, trained: Trained, evals: dict[str, jax.Array], ranking: jax.Array, interval: jax.Array,
+               coords: Coords) -> ModelState:
+        """One model's state after an interval: stop, best parameters, history, final numbers."""
+        params, opt_state, active, steps_done, diverged_step, loss_sum = trained
+        moved = steps_done > state.steps_done  # this interval moved the model
+        diverged_now = just_diverged(state, trained)
+        lr = optim.learning_rate(group, coords.hp, interval * train.eval_every * steps_per_epoch, steps_per_epoch)
+        train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
+        values = {"train_loss": train_loss, **evals, "lr": lr}
         reached = active & reaches(evals[monitor])
-        better = trained & ((ranking > state.best_val) if maximise else (ranking < state.best_val))
-        history = {name: state.history[name].at[slot].set(jnp.where(trained, record[name], nan)) for name in record}
-        final = _where(trained, record, state.final)
+        better = moved & ((ranking > state.best_val) if maximise else (ranking < state.best_val))
+        slot = log_slot(interval)
+        history = {name: state.history[name].at[slot].set(jnp.where(moved, values[name], nan)) for name in values}
+        final = _where(moved, values, state.final)
         return ModelState(
             params=params,
             opt_state=opt_state,
@@ -296,16 +377,34 @@ def make_train(cfg: Config, group: Group) -> tuple[Callable, Callable]:
             steps_done=steps_done,
             stop_step=jnp.where(reached, steps_done, state.stop_step),
             diverged_step=diverged_step,
-            final={**final, monitor: jnp.where(just_diverged, evals[monitor], final[monitor])},
+            final={**final, monitor: jnp.where(diverged_now, evals[monitor], final[monitor])},
             history=history,
         )
 
-    def run_chunk(state: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
+    def run_interval(states: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
+        trained = jax.vmap(train_interval, (0, None, 0, None))(states, interval, coords, data)
+        evals, ranking = evaluate_where_needed(states, trained, interval, data)
+        return jax.vmap(record, (0, 0, 0, 0, None, 0))(states, trained, evals, ranking, interval, coords)
+
+    def init(coords: Coords, data: RunData, given_params=None) -> ModelState:
+        """The block's states before training."""
+        return jax.vmap(init_one, (0, None, 0))(coords, data, given_params)
+
+    def run_chunk(states: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
         """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
         body = lambda s, k: (run_interval(s, k, coords, data), None)  # noqa: E731
-        return scan(body, state, first_interval + jnp.arange(chunk, dtype=jnp.int32))
+        return scan(body, states, first_interval + jnp.arange(chunk, dtype=jnp.int32))
 
-    return init, run_chunk
+    def footprint(coords: Coords, data: RunData) -> tuple[int, int]:
+        """(largest array of one model's optimiser step, of its evaluation), in bytes."""
+        one = jax.tree.map(lambda a: a[0], coords)
+        state = jax.eval_shape(init_one, one, data)
+        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, state.best_val)
+        order = jax.eval_shape(epoch_order, one, data, jnp.int32(0))
+        step = largest_array_bytes(lambda c, o, m, d: train_step(c, jnp.int32(0), jnp.int32(0), o, m, d), carry, order, one, data)
+        return step, largest_array_bytes(evaluate, state.params, data)
+
+    return Trainer(init, run_chunk, footprint)
 
 
 def chunk_intervals(cfg: Config) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import chex
 import jax
 import jax.flatten_util
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, sweep
+from jaxfit import config, sweep, train
 from jaxfit.experiment import mse, template
 from jaxfit.experiments import stepfit
 from jaxfit.experiments.stepfit import MLP
@@ -46,28 +47,41 @@ def test_closed_form_applies_where_the_grid_is_uniform_with_a_step_target():
     assert stepfit.grid_of(eval_set._replace(y=eval_set.x)) is None  # not a step
 
 
-def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch):
-    """3000 steps (beyond 1000 intervals, so most steps are not logged and the shortcut skips
-    them) with a threshold some models cross: stop steps, histories, final losses and parameters
-    are the same bits as with every validation computed directly (a huge margin). (The best
-    parameters are ranked by the closed form either way: the same loss, rounded differently.)"""
-    cfg = small("stepfit", "train.steps=3000", "train.stop_at=0.07", "sweep.n_seeds=8")
-    fast = sweep.run(cfg, quiet=True)
+def with_margin(monkeypatch, extra) -> None:
+    """stepfit.bound with `extra(params)` added to its margin (a huge one makes a model's direct value needed)."""
     bound = stepfit.bound
 
-    def huge_margin(*args):  # every validation direct, in the same program
-        loss, margin = bound(*args)
-        return loss, margin + 1e30
+    def widened(params, *args):
+        loss, margin = bound(params, *args)
+        return loss, margin + extra(params)
 
-    monkeypatch.setattr(stepfit, "bound", huge_margin)
+    monkeypatch.setattr(stepfit, "bound", widened)
+
+
+@pytest.mark.parametrize("candidates", [train.CANDIDATES, (2, 3)])
+def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, candidates):
+    """3000 steps (beyond 1000 intervals, so most steps are not logged and the shortcut skips
+    them) with a threshold some models cross: stop steps, histories, final losses and parameters
+    are the same bits as with every validation computed directly (a huge margin) -- with the
+    closed form deciding which models are evaluated, and with a changing third of the models
+    made to need their direct value at every interval (Binomial(16, 1/3) of each group: buffers
+    of 2 and 3 or 8 and the whole-group fallback each serve hundreds of intervals). (The best
+    parameters are ranked by the closed form either way: the same loss, rounded differently.)"""
+    monkeypatch.setattr(train, "CANDIDATES", candidates)
+    cfg = small("stepfit", "train.steps=3000", "train.stop_at=0.07", "sweep.n_seeds=16")
+    fast = sweep.run(cfg, quiet=True)
+    with_margin(monkeypatch, lambda params: jnp.where(jnp.abs(params["fc2"]["bias"][0] * 1e4) % 3 < 1, 1e30, 0.0))
+    some = sweep.run(cfg, quiet=True)
+    with_margin(monkeypatch, lambda params: 1e30)  # every validation direct, in the same program
     direct = sweep.run(cfg, quiet=True)
     stops = np.concatenate([np.asarray(s.stop_step) for s in direct.states])
     assert np.any(stops > 0) and np.any(stops < 0)  # both cases exercised
-    for a, b in zip(fast.states, direct.states):
-        for field in ("stop_step", "steps_done", "initial", "final", "params", "diverged_step", "best_val", "best_step"):
-            chex.assert_trees_all_equal(getattr(a, field), getattr(b, field))
-        for name in a.history:  # the last column is scratch (written by unlogged intervals)
-            np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])
+    for run in (fast, some):
+        for a, b in zip(run.states, direct.states):
+            for field in ("stop_step", "steps_done", "initial", "final", "params", "diverged_step", "best_val", "best_step"):
+                chex.assert_trees_all_equal(getattr(a, field), getattr(b, field))
+            for name in a.history:  # the last column is scratch (written by unlogged intervals)
+                np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])
 
 
 @pytest.mark.parametrize("width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import chex
+import jax
 import numpy as np
+import pytest
 
-from jaxfit import run
+from jaxfit import config, run, sweep
 from tests.conftest import run_small
 
 
@@ -102,3 +105,51 @@ def test_a_run_writes_its_contract(tmp_path, capsys):
     with np.load(out / "params.npz") as params:
         assert params["main/last/subnet/fc1/kernel"].shape == (4, 1, 14)
         np.testing.assert_allclose(params["main/first/fc3/kernel"][0, :, 0], 1.0, atol=0.05)  # manual after 1 epoch
+
+
+def all_states_equal(a, b) -> None:
+    for x, y in zip(a.states, b.states):
+        chex.assert_trees_all_equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["sumsq", "stepfit"])
+def test_models_run_in_blocks_without_changing_a_number(monkeypatch, name):
+    """A group's models run in blocks (`sweep.models_per_block`): blocks of 2 -- 5 models per
+    group, so 3 blocks and a padding model -- give every state leaf of every model bit for bit
+    as one block of all of them."""
+    overrides = ["sweep.n_seeds=5", *(["model.init=he"] if name == "sumsq" else [])]
+    whole = run_small(name, *overrides)
+    monkeypatch.setattr(sweep, "CPU_CACHE_BYTES", 1)
+    assert sweep.models_per_block(10**6, 1, 5, jax.devices("cpu")[0]) == 2
+    all_states_equal(whole, run_small(name, *overrides))
+
+
+class FakeAccelerator:
+    platform = "gpu"
+
+    def memory_stats(self) -> dict:
+        return {"bytes_limit": 80 << 30}
+
+
+def test_blocks_are_as_large_as_the_caches_or_the_memory_allow():
+    cpu = jax.devices("cpu")[0]
+    assert sweep.models_per_block(512, 32768, 1000, cpu) == 1000  # stepfit: all at once
+    sumsq = sweep.models_per_block(358_400, 7_168_000, 1000, cpu)  # sumsq: [14, 100, 64] floats a step
+    assert sumsq == 11 and 1000 % sumsq < sumsq and -(-1000 // sumsq) * sumsq - 1000 < -(-1000 // sumsq)  # balanced
+    # an 80 GiB accelerator: no cache limit; 5 GiB of evaluation arrays hold 748 sumsq models or 33,548 wide stepfit models
+    assert sweep.models_per_block(358_400, 7_168_000, 1000, FakeAccelerator()) == 500
+    assert sweep.models_per_block(3200, 160_032, 20_000, FakeAccelerator()) == 20_000
+    assert sweep.models_per_block(10**12, 10**12, 3, cpu) == 2  # never fewer than 2 (see sweep.padded)
+
+
+def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
+    """sumsq with the faithful eval chunk of 2,000 samples: the compiled chunk's working memory
+    for 400 models is that of one block (it was 20x the 20 models' without blocks)."""
+    def temp_bytes(n_seeds: int) -> int:
+        cfg = config.load("sumsq", ["task.n_samples=5000", "task.n_train=3000", "train.epochs=1", f"sweep.n_seeds={n_seeds}"])
+        return sweep.prepare(cfg).chunk_fn.memory_analysis().temp_size_in_bytes
+
+    few, many = temp_bytes(10), temp_bytes(200)
+    monkeypatch.setattr(sweep, "CPU_CACHE_BYTES", 1 << 40)
+    assert temp_bytes(200) > 10 * few  # what blocks prevent
+    assert many < 2 * few

@@ -129,7 +129,7 @@ class Timed:
         with context:
             self.prepared = sweep.prepare(cfg)
         p = self.prepared
-        self.states = p.init_fn(p.coords, p.data, p.given)
+        self.states = p.init_fn(p.coords, p.given, p.data)
         self.per_chunk = max(1, (cfg.execution.chunk_epochs or 1) // cfg.train.eval_every)
         self.steps = self.per_chunk * cfg.steps_per_epoch * cfg.train.eval_every
         self.n_models = sweep.count_models(cfg)
