@@ -310,7 +310,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
 
     def log_slot(interval: jax.Array) -> jax.Array:
         """The interval's column of the history; the scratch column n_logged if it is not logged."""
-        slot = jnp.searchsorted(logged, interval)
+        slot = jnp.searchsorted(logged, interval, method="compare_all")  # a fused compare, not a while loop
         return jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
 
     def just_diverged(state: ModelState, trained: Trained) -> jax.Array:
@@ -324,7 +324,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
         needed = just_diverged(state, trained) | (trained.active & could_stop)
         return ranking, needed, {name: ranking if name == monitor else nan for name in state.initial}
 
-    def evaluate_where_needed(states: ModelState, trained: Trained, interval: jax.Array, data: RunData):
+    def evaluate_where_needed(states: ModelState, trained: Trained, slot: jax.Array, data: RunData):
         """The block's metrics after an interval, and each model's ranking value (what "best"
         compares). Without a closed form: every model evaluated directly. With one: only where a
         value is logged or needed -- none; a few, gathered into the smallest CANDIDATES buffer
@@ -338,7 +338,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
             return evals, evals[monitor]
         ranking, needed, estimate = jax.vmap(ranked)(states, trained)
         n_models = needed.shape[0]
-        needed = needed | (log_slot(interval) < n_logged)
+        needed = needed | (slot < n_logged)
 
         def evaluate_few(slots: int) -> dict[str, jax.Array]:
             index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
@@ -348,11 +348,12 @@ def make_train(cfg: Config, group: Group) -> Trainer:
 
         buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
         branches = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
-        branch = jnp.searchsorted(jnp.asarray([0, *buffers]), jnp.sum(needed))  # the smallest that holds them all
+        count = jnp.sum(needed)
+        branch = sum((count > size).astype(jnp.int32) for size in [0, *buffers])  # the smallest that holds them all
         return jax.lax.switch(branch, branches), ranking
 
     def record(state: ModelState, trained: Trained, evals: dict[str, jax.Array], ranking: jax.Array, interval: jax.Array,
-               coords: Coords) -> ModelState:
+               slot: jax.Array, coords: Coords) -> ModelState:
         """One model's state after an interval: stop, best parameters, history, final numbers."""
         params, opt_state, active, steps_done, diverged_step, loss_sum = trained
         moved = steps_done > state.steps_done  # this interval moved the model
@@ -362,7 +363,6 @@ def make_train(cfg: Config, group: Group) -> Trainer:
         values = {"train_loss": train_loss, **evals, "lr": lr}
         reached = active & reaches(evals[monitor])
         better = moved & ((ranking > state.best_val) if maximise else (ranking < state.best_val))
-        slot = log_slot(interval)
         history = {name: state.history[name].at[slot].set(jnp.where(moved, values[name], nan)) for name in values}
         final = _where(moved, values, state.final)
         return ModelState(
@@ -383,8 +383,9 @@ def make_train(cfg: Config, group: Group) -> Trainer:
 
     def run_interval(states: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
         trained = jax.vmap(train_interval, (0, None, 0, None))(states, interval, coords, data)
-        evals, ranking = evaluate_where_needed(states, trained, interval, data)
-        return jax.vmap(record, (0, 0, 0, 0, None, 0))(states, trained, evals, ranking, interval, coords)
+        slot = log_slot(interval)
+        evals, ranking = evaluate_where_needed(states, trained, slot, data)
+        return jax.vmap(record, (0, 0, 0, 0, None, None, 0))(states, trained, evals, ranking, interval, slot, coords)
 
     def init(coords: Coords, data: RunData, given_params=None) -> ModelState:
         """The block's states before training."""
