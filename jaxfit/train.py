@@ -278,11 +278,11 @@ def make_train(cfg: Config, group: Group) -> Trainer:
             history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
         )
 
-    def train_step(carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, coords: Coords, data: RunData) -> Trained:
+    def train_step(carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, data_key: jax.Array, coords: Coords,
+                   data: RunData) -> Trained:
         """One model's optimiser step (none for a frozen model, or past the last step)."""
         params, opt_state, active, steps_done, diverged_step, loss_sum = carry
         step = epoch * steps_per_epoch + step_in_epoch
-        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
         x, y = batch_at(task, group.model, data, order, data_key, step, step_in_epoch, train.batch_size)
         new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
@@ -292,16 +292,16 @@ def make_train(cfg: Config, group: Group) -> Trainer:
         diverged_step = jnp.where(live & ~finite, step, diverged_step)
         return Trained(params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0))
 
-    def epoch_order(coords: Coords, data: RunData, epoch: jax.Array) -> Any:
-        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
+    def epoch_order(data_key: jax.Array, data: RunData, epoch: jax.Array) -> Any:
         return task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
 
     def train_interval(state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> Trained:
         """One model's optimiser steps of an interval."""
+        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
 
         def train_epoch(carry: Trained, epoch) -> tuple[Trained, None]:
-            order = epoch_order(coords, data, epoch)
-            step = lambda c, i: (train_step(c, i, epoch, order, coords, data), None)  # noqa: E731
+            order = epoch_order(data_key, data, epoch)
+            step = lambda c, i: (train_step(c, i, epoch, order, data_key, coords, data), None)  # noqa: E731
             return scan(step, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32)), None
 
         epochs = interval * train.eval_every + jnp.arange(train.eval_every, dtype=jnp.int32)
@@ -400,9 +400,10 @@ def make_train(cfg: Config, group: Group) -> Trainer:
         """(largest array of one model's optimiser step, of its evaluation), in bytes."""
         one = jax.tree.map(lambda a: a[0], coords)
         state = jax.eval_shape(init_one, one, data)
-        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, state.best_val)
-        order = jax.eval_shape(epoch_order, one, data, jnp.int32(0))
-        step = largest_array_bytes(lambda c, o, m, d: train_step(c, jnp.int32(0), jnp.int32(0), o, m, d), carry, order, one, data)
+        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
+        data_key, _, _ = model_keys(cfg.seed, one.seed_index)
+        order = jax.eval_shape(epoch_order, data_key, data, jnp.int32(0))
+        step = largest_array_bytes(lambda c, o, m, d: train_step(c, jnp.int32(0), jnp.int32(0), o, data_key, m, d), carry, order, one, data)
         return step, largest_array_bytes(evaluate, state.params, data)
 
     return Trainer(init, run_chunk, footprint)
