@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import tomli_w
 
-from jaxfit.experiment import Task, import_experiment, registry
+from jaxfit.experiment import ExperimentError, Task, check_experiment, import_experiment, registry
 
 # The built-in configs: package data in an installed package, configs/ in a checkout.
 CONFIG_DIR = next((d for d in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs")
@@ -287,6 +287,8 @@ def _import_experiment(spec: Any, base: Path) -> str:
         raise fail("experiment", spec, "expected a .py file (relative to the config) or a module name that registers the experiment")
     try:
         return import_experiment(spec, base)
+    except ExperimentError:
+        raise
     except Exception as error:  # noqa: BLE001 -- any failure of the user's module is reported in one line
         message = (str(error).strip().splitlines() or [""])[0][:300]
         raise fail("experiment", spec, f"cannot be imported ({type(error).__name__}: {message})") from None
@@ -310,6 +312,7 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
 
     experiment = _import_experiment(raw["experiment"], base or Path.cwd()) if "experiment" in raw else None
     task = _build_kind(tuple(registry().values()), raw.get("task", {}), "task")
+    check_experiment(type(task))
     train = _build(Train, raw.get("train", {}), "train")
     sweep = _build(SweepAxes, raw.get("sweep", {}), "sweep")
     group_tables = raw.get("groups", {"main": {}})
@@ -401,7 +404,7 @@ def load(name_or_path: str, overrides: list[str] = ()) -> Config:
     """Find, parse, override and validate a config."""
     path = find(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark some editors write is no TOML error
     except tomllib.TOMLDecodeError as error:
         raise fail("--config", str(path), f"not valid TOML ({error})") from None
     except (OSError, UnicodeDecodeError) as error:

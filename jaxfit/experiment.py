@@ -23,12 +23,16 @@ The engine never names an experiment: it calls these methods. Built-in experimen
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +47,11 @@ if TYPE_CHECKING:
     from jaxfit.config import Config
 
 Params = dict
+
+
+class ExperimentError(ValueError):
+    """An experiment that cannot run as written (its class settings, its file): one line naming
+    the experiment class, what it says and what is expected; the CLI exits 2 before writing."""
 
 
 class EvalSet(NamedTuple):
@@ -179,6 +188,66 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
+GOALS = ("min", "max")
+REQUIRED = ("input_shape", "data", "batch", "module")  # what every experiment must define
+
+
+def model_schemes(table: type) -> tuple[str, ...]:
+    """The init schemes a model table allows (the Literal values of its `init` field)."""
+    hint = typing.get_type_hints(table).get("init")
+    item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple and typing.get_args(hint) else None
+    return typing.get_args(item) if typing.get_origin(item) is Literal else ()
+
+
+def check_experiment(cls: type[Task]) -> None:
+    """The settings an experiment class declares, checked when it is chosen: `goal`, `monitor`,
+    its model tables (dataclasses with a `name` default and an `init` field listing its schemes),
+    the schemes an init-less `init_params` has code for, and the methods it must define.
+    Raises ExperimentError (one line) on the first mistake."""
+    where = f"experiment {cls.__name__} (task.name = {cls.__dataclass_fields__['name'].default!r})"
+    if not isinstance(cls.goal, str) or cls.goal not in GOALS:
+        raise ExperimentError(f"{where}: goal = {cls.goal!r}: must be 'min' (lower is better) or 'max' (higher is better)")
+    if not isinstance(cls.monitor, str) or not cls.monitor:
+        raise ExperimentError(f"{where}: monitor = {cls.monitor!r}: must name one of evaluate's metrics, e.g. 'val_loss'")
+    missing = [m for m in REQUIRED if getattr(cls, m) is getattr(Task, m)]
+    if missing:
+        raise ExperimentError(f"{where}: defines no {missing[0]}(); an experiment must define {', '.join(REQUIRED)}")
+    if not isinstance(cls.models, tuple | list) or not cls.models:
+        raise ExperimentError(f"{where}: models = {cls.models!r}: must be a tuple of at least one model table "
+                              "(a frozen dataclass with `name` and `init` fields)")
+    names = []
+    for table in cls.models:
+        fields = {f.name: f for f in dataclasses.fields(table)} if dataclasses.is_dataclass(table) and isinstance(table, type) else {}
+        if not isinstance(fields.get("name") and fields["name"].default, str) or "init" not in fields:
+            raise ExperimentError(f"{where}: model table {getattr(table, '__name__', table)!r} must be a dataclass with a `name` "
+                                  "field (its default names the table) and an `init` field (a tuple of Literal init schemes)")
+        schemes = model_schemes(table)
+        if not schemes:
+            raise ExperimentError(f"{where}: model table {table.__name__}.init must be typed tuple[Literal['scheme', ...], ...] "
+                                  "(the init schemes it allows)")
+        if cls.init_params is Task.init_params:  # the default knows PyTorch's schemes only
+            unknown = [s for s in schemes if s not in inits.SCHEMES]
+            if unknown:
+                raise ExperimentError(f"{where}: model table {table.__name__} allows init {unknown[0]!r}, but no code provides it: "
+                                      f"the known schemes are {', '.join(inits.SCHEMES)}; or define {cls.__name__}.init_params")
+        names.append(fields["name"].default)
+    if len(set(names)) != len(names):
+        raise ExperimentError(f"{where}: two model tables are named {max(names, key=names.count)!r}; each needs its own name")
+
+
+def code_of(cls: type) -> dict:
+    """What ran: jaxfit's version and the sha256 of the source file that defines experiment
+    `cls` (a resumed run must match it)."""
+    from jaxfit import __version__
+
+    try:
+        path = Path(inspect.getsourcefile(cls) or "")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except (OSError, TypeError):  # defined where no file holds it (an interactive session)
+        path, digest = None, None
+    return {"jaxfit": __version__, "experiment_file": str(path) if path else None, "experiment_sha256": digest}
+
+
 def registry() -> dict[str, type[Task]]:
     """Every registered experiment by name (the built-in ones are imported first)."""
     import jaxfit.experiments  # noqa: F401 -- registers the built-in experiments
@@ -189,16 +258,38 @@ def registry() -> dict[str, type[Task]]:
 def import_experiment(spec: str, base: Path) -> str:
     """Import what registers an outside experiment: a .py file (relative to `base`, the config's
     folder) or a module name. Returns what a resolved config keeps: the file's absolute path,
-    or the module name. Raises ImportError (one line) if it cannot."""
+    or the module name. Raises ImportError (one line) if it cannot, and ExperimentError if what
+    it imported registers no experiment."""
+    before, given = dict(_REGISTRY), spec
     if not spec.endswith(".py"):
-        importlib.import_module(spec)
-        return spec
-    path = (base / spec).resolve()
-    if not path.is_file():
-        raise ImportError(f"no such file: {path}")
-    for module in list(sys.modules.values()):  # already imported (e.g. `import spirals` in a notebook)
+        if "/" in spec or "\\" in spec or (base / spec).is_file() or Path(spec).suffix.lower() in (".txt", ".toml", ".ipynb", ".pyc"):
+            raise ImportError(f"{spec!r} is not a .py file or a module name: an experiment file's name ends in .py")
+        module = importlib.import_module(spec)
+    else:
+        path = (base / spec).resolve()
+        if not path.is_file():
+            raise ImportError(f"no such file: {path}")
+        module = _import_file(path)
+        spec = str(path)
+    if _REGISTRY == before and not _registers(module):
+        raise ExperimentError(f"config key 'experiment' = {given!r}: imported, but it registers no experiment; decorate its Task subclass "
+                              "with @jaxfit.register")
+    return spec
+
+
+def _registers(module: Any) -> bool:
+    """Whether a module (or one it imported from) registered an experiment."""
+    registered = set(_REGISTRY.values())
+    return any(cls.__module__ == module.__name__ or cls.__module__.startswith(module.__name__ + ".") for cls in registered) \
+        or any(isinstance(v, type) and v in registered for v in vars(module).values())
+
+
+def _import_file(path: Path) -> Any:
+    """Import a .py file once (a file already imported, e.g. by `import spirals` in a notebook,
+    is not imported again); its module."""
+    for module in list(sys.modules.values()):
         if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
-            return str(path)
+            return module
     name = path.stem if path.stem not in sys.modules else f"jaxfit_experiment_{abs(hash(str(path)))}"
     loader = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(loader)
@@ -208,4 +299,4 @@ def import_experiment(spec: str, base: Path) -> str:
     except BaseException:
         del sys.modules[name]
         raise
-    return str(path)
+    return module

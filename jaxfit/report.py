@@ -28,37 +28,19 @@ Files (each written atomically: temp file + rename):
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
 from jaxfit import config as config_lib
-from jaxfit import sweep, train
-
-
-def atomic_write(path: Path, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
-    """Write via a temp file in the same folder and rename, so no reader sees half a file."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb" if binary else "w") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+from jaxfit import rundir, sweep, train
+from jaxfit.rundir import atomic_write  # noqa: F401 -- also report.atomic_write, for callers that write a run's files
 
 
 def _number(value: Any) -> Any:
@@ -154,16 +136,57 @@ def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> 
     return redraw(out)
 
 
+class RunFileError(Exception):
+    """A run folder whose files cannot be read as a finished jaxfit run (one line, exit 2)."""
+
+
+RUN_FILES = ("config.toml", "summary.json", "history.npz", "params.npz")
+
+
+def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A finished run's config, summary, history and parameters, every file read whole and
+    checked; RunFileError names the first file that is missing, damaged or not a run's."""
+    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise RunFileError(f"{folder}: not a finished jaxfit run (no {', '.join(missing)})")
+
+    def damaged(name: str, error: BaseException) -> RunFileError:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        return RunFileError(f"{folder / name}: damaged or not a jaxfit run's ({type(error).__name__}: {first})")
+
+    try:
+        cfg = config_lib.load(str(folder / "config.toml"))
+    except Exception as error:  # noqa: BLE001 -- a ConfigError, an experiment that no longer imports
+        raise damaged("config.toml", error) from None
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        models = summary["models"]
+        if not isinstance(summary["run"], dict) or not models or not all(isinstance(m, dict) and "group" in m for m in models):
+            raise ValueError("expected {'run': {...}, 'models': [{'group': ...}, ...]}")
+    except Exception as error:  # noqa: BLE001 -- not JSON, not a summary
+        raise damaged("summary.json", error) from None
+    arrays = {}
+    for name in ("history.npz", "params.npz"):
+        try:
+            with np.load(folder / name) as npz:
+                arrays[name] = {k: npz[k] for k in npz.files}  # read every array now: a truncated file fails here
+        except Exception as error:  # noqa: BLE001 -- truncated (BadZipFile, EOFError), not an npz (ValueError)
+            raise damaged(name, error) from None
+    history = arrays["history.npz"]
+    wrong = [k for k, v in history.items() if v.ndim == 2 and v.shape[0] != len(models)]
+    if "step" not in history or wrong:
+        raise damaged("history.npz", ValueError(f"no 'step' array, or arrays of another run ({', '.join(wrong[:3])})"))
+    return cfg, summary, history, arrays["params.npz"]
+
+
 def redraw(out: Path) -> str:
-    """summary.md and plots from the files of a finished run."""
+    """summary.md and plots from the files of a finished run (all read and checked first)."""
     from jaxfit import plots
 
-    cfg = config_lib.load(str(out / "config.toml"))
-    summary = json.loads((out / "summary.json").read_text())
+    cfg, summary, history, params = read_run(out)
     text = summary_markdown(cfg, summary)
     atomic_write(out / "summary.md", lambda f: f.write(text))
-    with np.load(out / "history.npz") as history, np.load(out / "params.npz") as params:
-        plots.draw_all(out, cfg, summary, dict(history), params)
+    plots.draw_all(out, cfg, summary, history, params)
     return text
 
 
@@ -289,17 +312,16 @@ def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
     rows, cells = [], []
     names = _run_names(dirs)
     for name, folder in zip(names, dirs):
-        cfg = config_lib.load(str(folder / "config.toml"))
-        models = json.loads((folder / "summary.json").read_text())["models"]
+        cfg, summary, history, _ = read_run(folder)
+        models = summary["models"]
         monitor, coords = cfg.task.monitor, coordinate_columns(models)
-        with np.load(folder / "history.npz") as history:
-            x, values = history["step"], history[monitor]
-            for row, index in zip(set_rows(models, [f"{monitor}_final"], cfg.train.stop_at, monitor), model_sets(models).values()):
-                rows.append({"run": name, **row})
-                label = " ".join([name, *(str(v) for k, v in row.items() if k in coords)])
-                cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})
+        x, values = history["step"], history[monitor]
+        for row, index in zip(set_rows(models, [f"{monitor}_final"], cfg.train.stop_at, monitor), model_sets(models).values()):
+            rows.append({"run": name, **row})
+            label = " ".join([name, *(str(v) for k, v in row.items() if k in coords)])
+            cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    return f"# {len(dirs)} runs compared\n\n" + markdown_table(rows, columns) + "\n", cells
+    return f"# {len(dirs)} run{'s' * (len(dirs) != 1)} compared\n\n" + markdown_table(rows, columns) + "\n", cells
 
 
 def _run_names(dirs: list[Path]) -> list[str]:
@@ -344,12 +366,6 @@ def draw_comparison(out: Path, cells: list[dict]) -> None:
     plots.save(fig, out, "compare_curves.png")
 
 
-def _is_run(folder: Path) -> str | None:
-    """None for a finished run's folder, else why not (one line)."""
-    missing = [name for name in ("config.toml", "summary.json", "history.npz", "params.npz") if not (folder / name).is_file()]
-    return f"{folder}: not a finished jaxfit run (no {', '.join(missing)})" if missing else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxfit.report",
                                      description="Redraw summary.md and plots of a finished run; given several runs, compare them.")
@@ -357,27 +373,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="with several runs: where compare.md and compare_curves.png go "
                                                  "(default runs/compare-<date-time>/; a run folder is never written)")
     args = parser.parse_args(argv)
-    for folder in args.dirs:
-        if (problem := _is_run(folder)) is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+    dirs = list({d.resolve(): d for d in reversed(args.dirs)}.values())[::-1]  # a folder named twice is one run
+    if len(dirs) < len(args.dirs):
+        print(f"note: {len(args.dirs) - len(dirs)} folder(s) named more than once; each run is shown once", file=sys.stderr)
     try:
+        for folder in dirs:
+            rundir.settle(folder)  # a promotion a crash cut short is completed first
         if len(args.dirs) == 1 and args.out is None:
-            text = redraw(args.dirs[0])
+            text = redraw(dirs[0])
         else:
             out = args.out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-            if out.resolve() in {d.resolve() for d in args.dirs} or (out / "summary.json").exists():
+            if out.resolve() in {d.resolve() for d in dirs} or rundir.read_marker(out) is not None or (out / "summary.json").exists():
                 print(f"error: --out {out}: a run folder; the comparison goes in a folder of its own", file=sys.stderr)
                 return 2
-            text, cells = compare(args.dirs)
+            text, cells = compare(dirs)
             out.mkdir(parents=True, exist_ok=True)
             atomic_write(out / "compare.md", lambda f: f.write(text))
             draw_comparison(out, cells)
             text += f"\nwrote {out}/compare.md and compare_curves.png\n"
-    except (config_lib.ConfigError, OSError, ValueError, KeyError) as error:
-        what = f"{args.dirs[0]}: its files cannot be read as a jaxfit run" if len(args.dirs) == 1 else \
-            f"{' '.join(map(str, args.dirs))}: their files cannot be read as jaxfit runs"
-        print(f"error: {what} ({type(error).__name__}: {error})".splitlines()[0], file=sys.stderr)
+    except RunFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, ValueError, IndexError) as error:  # files that read but do not hold what a run writes
+        what = " ".join(map(str, dirs))
+        print(f"error: {what}: the files cannot be read as a jaxfit run's ({type(error).__name__}: {error})".splitlines()[0][:400], file=sys.stderr)
+        return 2
+    except OSError as error:  # the folder cannot be written (read-only, full)
+        print(f"error: writing the report failed ({error.strerror or error}: {error.filename or ''})", file=sys.stderr)
         return 2
     print(text)
     return 0

@@ -4,8 +4,10 @@ and `python -m jaxfit.run --resume DIR` to continue a stopped run.
 Every bad input (config name, key, type, range, output folder, a run too large for memory) ends
 with one line on stderr naming what is wrong and what is allowed, exit code 2, before anything
 is written. A run holds its folder's lock, writes `config.toml` and checkpoints as it goes, and
-its files at the end (`rundir.py`: --overwrite trains aside and replaces only at the end). Ctrl-C
-or SIGTERM stop at the end of a chunk with a checkpoint (exit 130 / 143).
+its files at the end (`rundir.py`: --overwrite trains aside and replaces only at the end). Ctrl-C,
+SIGTERM or SIGHUP stop at the end of a chunk with a checkpoint (exit 130 / 143 / 129). A run that
+cannot write (a full disk) stops in one line, exit 2, keeping what it wrote. A resumed run must
+be the same program: the config it started with, and the same experiment code and jaxfit version.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from jaxfit import config as config_lib
-from jaxfit import rundir, trackers
+from jaxfit import distributed, rundir, trackers
+from jaxfit.experiment import ExperimentError, code_of
 from jaxfit.signals import StopRequest
 
 
@@ -40,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<config name>-<date-time>/); must be new or empty")
     parser.add_argument("--overwrite", action="store_true", help="replace the earlier run in --out once the new one has finished (only that run's files)")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="with --resume: continue although the experiment's code or jaxfit's version changed since the run started "
+                             "(its history then mixes two programs)")
     parser.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
                         help="also write live curves to TensorBoard (DIR/tensorboard/) or Weights & Biases, after every chunk (repeatable; "
                              "adds to the config's [logging] to)")
@@ -48,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--distributed", metavar="HOST:PORT,N,I", type=distributed_spec,
                         help="one of N processes (process I) training one run together under jax.distributed, "
                              "HOST:PORT being process 0's coordinator; 'auto': JAX detects them (SLURM, Open MPI, ...)")
+    parser.add_argument("--join-timeout", type=float, metavar="SECONDS",
+                        help=f"with --distributed: how long to wait for every process to join (default {distributed.JOIN_TIMEOUT_S:g})")
     parser.add_argument("--stop-after-chunks", type=int, metavar="N", help=argparse.SUPPRESS)  # testing resume
     return parser.parse_args(argv)
 
@@ -64,17 +73,19 @@ def distributed_spec(text: str) -> tuple[str | None, int | None, int | None]:
 
 
 def join_processes(args: argparse.Namespace) -> bool:
-    """Start jax.distributed when asked; True for the process that writes the run's files (0)."""
+    """Join the other processes when asked (distributed.join); True for the process that writes
+    the run's files (0)."""
+    timeout = distributed.JOIN_TIMEOUT_S if args.join_timeout is None else args.join_timeout
     if args.distributed is None:
+        if args.join_timeout is not None:
+            raise UsageError("--join-timeout goes with --distributed")
         return True
-    import jax
-
+    if not 0 < timeout < 1e9:
+        raise UsageError(f"--join-timeout {timeout:g}: must be a number of seconds > 0")
     try:
-        jax.distributed.initialize(*args.distributed)
-    except Exception as error:  # noqa: BLE001 -- no coordinator, a port in use, no cluster found: one line
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise UsageError(f"--distributed: could not join the other processes ({type(error).__name__}: {first})") from None
-    return jax.process_index() == 0
+        return distributed.join(*args.distributed, timeout_s=timeout) == 0
+    except distributed.JoinError as error:
+        raise UsageError(f"--distributed: {error}") from None
 
 
 def default_out(name: str) -> Path:
@@ -106,9 +117,13 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
     process (0) checks the output folder: the others never write it."""
     if args.stop_after_chunks is not None and args.stop_after_chunks < 1:
         raise UsageError(f"--stop-after-chunks {args.stop_after_chunks}: must be >= 1")
+    if args.allow_code_change and args.resume is None:
+        raise UsageError("--allow-code-change goes with --resume DIR")
     if args.resume is not None:
         if args.out or args.overwrite:
             raise UsageError("--resume DIR continues the run in DIR; no --out or --overwrite")
+        if primary:
+            rundir.settle(args.resume)  # a promotion a crash cut short is completed first
         work = rundir.resume_dir(args.resume)
         if not (work / "config.toml").is_file() or not (work / "checkpoints").is_dir():
             raise UsageError(f"--resume {args.resume}: no config.toml and checkpoints/ there to resume from")
@@ -121,14 +136,32 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
             changed = "; ".join(_differences(marker["config"], started_config(cfg))[:5])
             raise UsageError(f"--resume {args.resume}: config.toml is not the config the run was started with ({changed}); "
                              "that would change results: undo the edit, or start a new run")
+        if marker is not None and not args.allow_code_change:
+            check_same_code(args.resume, marker.get("code"), code_of(type(cfg.task)))
         return cfg, args.resume, work
     cfg = with_logging(config_lib.load(args.config, args.overrides), args.log)
     out = args.out or default_out(cfg.name)
     if primary:
+        if args.out is not None:
+            rundir.settle(out)  # a promotion a crash cut short is completed first
         rundir.check_usable(out, args.overwrite)
     elif args.out is None:
         raise UsageError("--distributed: give --out, the one folder every process uses")
     return cfg, out, out
+
+
+def check_same_code(folder: Path, started: dict | None, now: dict) -> None:
+    """Refuse to resume with other experiment code or another jaxfit version than the run started
+    with (a run's history would mix two programs). Runs of versions that recorded none pass."""
+    if not started:
+        return
+    changed = [f"{key} {started.get(key)} -> {now.get(key)}" for key in ("jaxfit",) if started.get(key) != now.get(key)]
+    if started.get("experiment_sha256") != now.get("experiment_sha256"):
+        changed.append(f"{now.get('experiment_file') or started.get('experiment_file')} changed "
+                       f"(sha256 {str(started.get('experiment_sha256'))[:12]} -> {str(now.get('experiment_sha256'))[:12]})")
+    if changed:
+        raise UsageError(f"--resume {folder}: not the program the run started with ({'; '.join(changed)}); its history would mix "
+                         f"two programs: restore the code, start a new run, or insist with --resume {folder} --allow-code-change")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +178,7 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
             print(config_lib.to_toml(cfg), end="")
             return 0
         trackers.require(cfg.logging.to)
-    except (UsageError, config_lib.ConfigError, rundir.FolderError, trackers.MissingExtra) as error:
+    except (UsageError, config_lib.ConfigError, ExperimentError, rundir.FolderError, trackers.MissingExtra) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import jax  # imported only once the input is known to be good
@@ -159,16 +192,20 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
             return 128 + stop.requested
         with rundir.owned(out) if primary else contextlib.nullcontext():
             return _train(args, cfg, out, work, prepared, stop, primary)
-    except (sweep.TooLarge, sweep.CheckpointError, rundir.FolderError) as error:
+    except (sweep.TooLarge, sweep.CheckpointError, rundir.FolderError, ExperimentError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a folder made read-only meanwhile: what was written stays
-        print(f"error: writing in {work} failed: {error}", file=sys.stderr)
-        return 1
+        print(f"error: writing in {work} failed: {one_line(error)}; what was written before stays (--resume {out})", file=sys.stderr)
+        return 2
     except jax.errors.JaxRuntimeError as error:  # e.g. out of device memory while running
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        print(f"error: the run failed on the device: {first}; its last checkpoint, if any, is under {work}", file=sys.stderr)
+        print(f"error: the run failed on the device: {one_line(error)}; its last checkpoint, if any, is under {work}", file=sys.stderr)
         return 1
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's first line, at most 300 characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest,
@@ -181,14 +218,14 @@ def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Pa
 
     from jaxfit import report, sweep
 
-    resume = args.resume is not None
+    resume, code = args.resume is not None, code_of(type(cfg.task))
     if primary:
         if not resume:
             work = rundir.workdir(out)
         if not resume or args.overrides or args.log:  # a resumed run goes on with its changed execution.* and logging settings
             report.atomic_write(work / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
-        if not resume:
-            rundir.write_marker(work, started_config(cfg), finished=False)
+        if not resume or args.allow_code_change:
+            rundir.write_marker(work, started_config(cfg), finished=False, code=code)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("jaxfit: the run folder is ready")
         if not primary:  # the folder process 0 chose: a new run's staging folder, or out
@@ -206,14 +243,17 @@ def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Pa
             return 0
         if not primary:
             return 0
+        stop.finishing = True  # from here a signal waits for the files: the run is complete
         text = report.write_run(work, cfg, result)
         if live is not None:
             live.finish(work)
-    rundir.write_marker(work, started_config(cfg), finished=True)
+    rundir.write_marker(work, started_config(cfg), finished=True, code=code)
     if work != out:
         rundir.promote(out, work)
     print(text)
     print(f"wrote {out}/")
+    if stop.requested:
+        print(f"{signal.Signals(stop.requested).name} came as the run finished: it is complete, nothing to resume", file=sys.stderr)
     return 0
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +312,8 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
     if resume:
         states, meta = checkpoints.restore(states)
         first_interval, run_s, steps_run = meta["next_interval"], meta["run_s"], meta["steps_run"]
+        if on_chunk is not None:  # what a tracker dropped or added since missed (even of a finished run)
+            on_chunk(states, first_interval)
     compile_s = prepared.compile_s + time.perf_counter() - start
 
     n_intervals, per_chunk = cfg.n_intervals, train.chunk_intervals(cfg)
@@ -395,20 +399,48 @@ def state_checksum(states: Any) -> str:
     return digest.hexdigest()
 
 
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
 def _quiet_closed_loop_noise() -> None:
-    """A failed orbax restore leaves tensorstore callbacks aimed at a closed asyncio loop, which
-    Python reports as 'Exception ignored' tracebacks long after the failure was handled. Drop
-    exactly those reports; every other unraisable exception still goes to the usual hook."""
-    previous = sys.unraisablehook
-    if getattr(previous, "jaxfit_filter", False):
+    """A failed orbax write or restore leaves tensorstore callbacks aimed at a closed asyncio
+    loop, which Python reports as tracebacks (through sys.excepthook from tensorstore's threads,
+    or as 'Exception ignored') long after the failure was handled. Drop exactly those reports;
+    every other exception still goes to the usual hooks."""
+    if getattr(sys.unraisablehook, "jaxfit_filter", False):
         return
+    unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable: Any) -> None:
-        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
-            previous(unraisable)
+    def unraisable(report: Any) -> None:
+        if not _closed_loop(report.exc_value):
+            unraisable_hook(report)
 
-    hook.jaxfit_filter = True
-    sys.unraisablehook = hook
+    def excepthook(kind: type, value: BaseException, traceback: Any) -> None:
+        if not _closed_loop(value):
+            except_hook(kind, value, traceback)
+
+    unraisable.jaxfit_filter = True
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+
+
+class _HeldLogs(logging.Filter):
+    """Holds orbax's error records while a checkpoint is written; `release` logs them after all
+    (the write succeeded), else they are dropped: the failure is reported in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
 
 
 class Checkpoints:
@@ -424,7 +456,18 @@ class Checkpoints:
         if step in self.manager.all_steps():  # the state at a given interval is always the same
             return
         meta = {**meta, "checksum": state_checksum(states)}
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
+        held = _HeldLogs()  # a failed write is logged by orbax's threads with tracebacks: reported below in one line instead
+        logging.getLogger("absl").addFilter(held)
+        _quiet_closed_loop_noise()
+        try:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
+        except Exception as error:  # orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)  # orbax's abandoned writes
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise OSError(f"checkpoint {step} could not be written ({type(error).__name__}: {first})") from None
+        finally:
+            logging.getLogger("absl").removeFilter(held)
+        held.release()
 
     def restore(self, like: Any) -> tuple[Any, dict]:
         """The newest intact checkpoint; a damaged one is reported in one line and the one

@@ -22,6 +22,11 @@ the group's seeds and bands, and W&B overlays the groups' runs on the same key. 
 model would overlay seeds natively, but a W&B run costs ~0.3 s to open and ~1 ms per log call
 on a 2-core CPU: at 1,000 models that is minutes, more than the 5 % this may cost.
 
+A tracker never costs a result: one that fails (its process killed, its service unreachable, its
+folder full or read-only) is dropped with one line and training goes on; `--resume DIR` (with the
+same `--log`, or the config's `[logging]`) picks it up where its record ends. One that cannot
+start at all (W&B online without credentials) is refused before the run folder is made.
+
 Points are flushed to disk at most every FLUSH_SECONDS (and at the end), then recorded in
 `DIR/trackers.json`. Resuming continues the same TensorBoard runs and W&B runs (ids in that file)
 without duplicate points: points up to the last step recorded there are skipped (their values are the
@@ -31,9 +36,12 @@ killed process wrote after that record. Only process 0 writes (under jax.distrib
 from __future__ import annotations
 
 import json
+import netrc
 import os
+import sys
 import time
 import uuid
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +60,38 @@ class MissingExtra(Exception):
 
 
 def require(names: tuple[str, ...]) -> None:
-    """Fail early, naming the extra to install, when a tracker's package is missing."""
+    """Fail early, before any folder is made: a tracker's package is missing (naming the extra to
+    install), or W&B would log online without credentials."""
     for name in names:
         module, extra = EXTRAS[name]
         try:
             __import__(module)
         except ImportError:
             raise MissingExtra(f"--log {name} needs the {module} package: pip install \"jaxfit[{extra}]\"") from None
+    if "wandb" in names and not _wandb_can_log():
+        raise MissingExtra("--log wandb: W&B is online but has no credentials (no WANDB_API_KEY, no netrc entry): run `wandb login`, "
+                           "or log offline with WANDB_MODE=offline")
+
+
+def _wandb_can_log() -> bool:
+    """Whether W&B is offline or disabled, or online with an API key (environment, settings or netrc)."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        import wandb
+
+        settings = wandb.setup().settings  # reads W&B's settings files (`wandb offline` is written there)
+        if settings.mode in ("offline", "disabled", "dryrun") or settings.api_key or getattr(settings, "identity_token_file", None):
+            return True
+        host = urlparse(settings.base_url).hostname
+    except Exception:  # noqa: BLE001 -- another W&B version: let W&B decide when the run starts
+        return True
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        return bool(host and netrc.netrc(path).authenticators(host))
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def set_path(label: dict) -> str:
@@ -90,13 +123,15 @@ class Trackers:
         self.record = self.out / "trackers.json"
         state = json.loads(self.record.read_text()) if resume and self.record.exists() else {}
         self.ids = state.get("wandb", {})
-        written = {name: int(state.get("written_through", {}).get(name, 0)) for name in cfg.logging.to}  # each sink's last step on disk
-        self.sent = min(written.values(), default=0)  # every process reads the record: the same fetches everywhere
+        # each tracker's last step on disk (a dropped tracker's too: a resume continues from it)
+        self.written = {**state.get("written_through", {}), **{n: int(state.get("written_through", {}).get(n, 0)) for n in cfg.logging.to}}
+        self.sent = min((self.written[n] for n in cfg.logging.to), default=0)  # every process reads the record: the same fetches
         self.sinks: dict[str, Any] = {}
         if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
             for name in cfg.logging.to:  # a resumed run skips what each sink holds
-                self.sinks[name] = (TensorBoard if name == "tensorboard" else Wandb)(self, written[name], resume)
+                self._guard(name, "start", lambda: self.sinks.__setitem__(
+                    name, (TensorBoard if name == "tensorboard" else Wandb)(self, self.written[name], resume)))
             self._save()
 
     def __enter__(self) -> Trackers:
@@ -105,11 +140,33 @@ class Trackers:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _guard(self, name: str, what: str, action: Any) -> None:
+        """Run one tracker's action; a tracker that fails is dropped (one line), never the run."""
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 -- whatever a tracker raises, training goes on without it
+            self._drop(name, what, error)
+
+    def _drop(self, name: str, what: str, error: Exception) -> None:
+        sink = self.sinks.pop(name, None)
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        print(f"--log {name}: failed to {what} ({type(error).__name__}: {first}); dropped, training goes on; it holds the points up to "
+              f"step {self.written.get(name, 0):,}, and --resume picks it up from there", file=sys.stderr, flush=True)
+        if sink is not None:
+            try:
+                sink.abandon()
+            except Exception:  # noqa: BLE001 -- it is failing already
+                pass
+
     def _save(self) -> None:
         from jaxfit import report
 
-        text = json.dumps({"written_through": {name: sink.written for name, sink in self.sinks.items()}, "wandb": self.ids}, indent=1)
-        report.atomic_write(self.record, lambda f: f.write(text))
+        text = json.dumps({"written_through": self.written, "wandb": self.ids}, indent=1)
+        try:
+            report.atomic_write(self.record, lambda f: f.write(text))
+        except OSError as error:  # the run folder is full or read-only (the checkpoint will say so): the trackers go
+            for name in list(self.sinks):
+                self._drop(name, "record its progress in trackers.json", error)
 
     def on_chunk(self, states: list[Any], intervals_done: int) -> None:
         """Send the points logged since the last call (host side; histories are fetched once).
@@ -123,46 +180,50 @@ class Trackers:
         histories = sweep._fetch([{k: v[:, lo:hi] for k, v in s.history.items()} for s in states])  # a collective
         steps = self.logged_steps[lo:hi]
         self.sent = int(steps[-1])
-        if not self.writes:
+        if not self.writes or not self.sinks:
             return
         for group, history in zip(self.groups, histories):
             history = {k: np.asarray(v[: group.n_models]) for k, v in history.items()}
             bands = {path: {name: _bands(values[index]) for name, values in history.items()}
                      for path, index in _sets(group.labels).items()}
-            for sink in self.sinks.values():
+            for name, sink in list(self.sinks.items()):
                 fresh = steps > sink.written
                 if fresh.any():
-                    sink.points(group, steps[fresh], {k: v[:, fresh] for k, v in history.items()},
-                                {path: {m: {b: v[fresh] for b, v in band.items()} for m, band in per.items()} for path, per in bands.items()})
+                    self._guard(name, "write", lambda sink=sink, fresh=fresh: sink.points(
+                        group, steps[fresh], {k: v[:, fresh] for k, v in history.items()},
+                        {path: {m: {b: v[fresh] for b, v in band.items()} for m, band in per.items()} for path, per in bands.items()}))
         self.flush(force=False)
 
     def flush(self, force: bool = True) -> None:
         """Put what was sent on disk (TensorBoard: at most every FLUSH_SECONDS unless forced),
         then record it in trackers.json."""
         changed = False
-        for sink in self.sinks.values():
+        for name, sink in list(self.sinks.items()):
             if self.sent > sink.written and (force or sink.streams or time.monotonic() - sink.flushed_at >= FLUSH_SECONDS):
-                sink.flush()
-                sink.written, sink.flushed_at, changed = self.sent, time.monotonic(), True
+                self._guard(name, "flush", sink.flush)
+                if name in self.sinks:
+                    sink.written, sink.flushed_at, changed = self.sent, time.monotonic(), True
+                    self.written[name] = self.sent
         if changed:
             self._save()
 
     def finish(self, out: Path | str) -> None:
-        """The summary table and the plots of the finished run in `out`; then close."""
+        """The summary table and the plots of the finished run in `out`; then close. A tracker
+        that fails here is dropped like any other: the run is finished all the same."""
         self.flush()
-        if self.writes:
+        if self.writes and self.sinks:
             out = Path(out)
             summary = json.loads((out / "summary.json").read_text())
             text = (out / "summary.md").read_text()
             images = sorted(out.glob("*.png"))
-            for sink in self.sinks.values():
-                sink.finish(summary, text, images)
+            for name, sink in list(self.sinks.items()):
+                self._guard(name, "write the summary", lambda sink=sink: sink.finish(summary, text, images))
         self.close()
 
     def close(self) -> None:
         self.flush()
-        for sink in self.sinks.values():
-            sink.close()
+        for name, sink in list(self.sinks.items()):
+            self._guard(name, "close", sink.close)
         self.sinks = {}
 
 
@@ -272,6 +333,14 @@ class TensorBoard:
         for w in self._all():
             w.close()
 
+    def abandon(self) -> None:
+        """Close what can be closed after a failure."""
+        for w in self._all():
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 -- a full or read-only folder
+                pass
+
     def _all(self) -> list[Any]:
         return [w for ws in self.models.values() for w in ws] + [w for b in self.bands.values() for w in b.values()] + [self.run]
 
@@ -334,6 +403,23 @@ class Wandb:
         for run in self.runs.values():
             run.finish()
         self.runs = {}
+
+    def abandon(self) -> None:
+        """After a failure: finish the runs; if W&B itself is gone (its service process killed),
+        stop W&B in this process, so that its exit hook has nothing left to fail on."""
+        import wandb
+
+        runs, self.runs, gone = self.runs, {}, False
+        for run in runs.values():
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001 -- its service is gone
+                gone = True
+        if gone:
+            try:
+                wandb.teardown(exit_code=1)
+            except Exception:  # noqa: BLE001 -- nothing left to tear down
+                pass
 
 
 def _plain(value: Any) -> Any:

@@ -32,7 +32,7 @@ from flax import struct
 
 from jaxfit import optim
 from jaxfit.config import Config, Group
-from jaxfit.experiment import Task, template
+from jaxfit.experiment import ExperimentError, Task, model_schemes, template
 from jaxfit.kernels import scan
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
@@ -175,6 +175,19 @@ def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
 
 
+def check_init_schemes(task: Task, model: Any, shapes: Any) -> None:
+    """Every init scheme model table `model` allows has code (`task.init_params` traced for each,
+    nothing computed); ExperimentError names the first that has none."""
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    for scheme in model_schemes(type(model)):
+        try:
+            jax.eval_shape(lambda key, scheme=scheme: task.init_params(model, zeros, scheme, key), jax.random.key(0))
+        except Exception as error:  # noqa: BLE001 -- the experiment's code: named in one line
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise ExperimentError(f"experiment {type(task).__name__}: model table {type(model).__name__} allows init {scheme!r}, "
+                                  f"but {type(task).__name__}.init_params fails for it ({type(error).__name__}: {first})") from None
+
+
 def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
              batch_size: int):
     """The (x, y) a model of table `model` trains on at global step `step`: the given batches,
@@ -233,6 +246,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
     module = task.module(group.model)
     step_fn = make_step(cfg, group)
     shapes = template(module, task.input_shape())
+    check_init_schemes(task, group.model, shapes)
     steps_per_epoch = cfg.steps_per_epoch
     n_steps = total_steps(cfg)
     chunk = chunk_intervals(cfg)

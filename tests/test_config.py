@@ -67,6 +67,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("argv, names, allowed", BAD_INPUTS, ids=[" ".join(a[1:]) for a, _, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, names, allowed, tmp_path, capsys):
     out = tmp_path / "out"
@@ -76,6 +77,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, names, allowed
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 def test_not_toml_and_bad_out_dirs(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("this is = = not toml")
@@ -92,6 +94,7 @@ def test_not_toml_and_bad_out_dirs(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err and [p.name for p in full.iterdir()] == ["x"]
 
 
+@pytest.mark.bad_input
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jaxfit.run", "--config", "sumsq", "--set", "train.epochs=-3"],
                           capture_output=True, text=True, cwd=tmp_path)

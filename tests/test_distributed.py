@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import STEPFIT
 from tests.test_long_runs import assert_same_files
 
@@ -32,6 +34,7 @@ def together(*args: str) -> list[subprocess.CompletedProcess]:
     return done[::-1]  # process 0 first
 
 
+@pytest.mark.fault
 def test_two_processes_train_one_run_that_equals_the_single_process_run(tmp_path, stepfit_run):
     out = tmp_path / "two"
     chunks = ["--set", "execution.chunk_epochs=50", "--set", "execution.checkpoint_every=2"]
@@ -45,6 +48,7 @@ def test_two_processes_train_one_run_that_equals_the_single_process_run(tmp_path
     assert "# stepfit" not in second[1].stdout
 
 
+@pytest.mark.bad_input
 def test_a_bad_distributed_spec_is_one_line(capsys):
     from jaxfit import run
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPIRALS = ROOT / "examples" / "spirals.toml"
 SMALL_SPIRALS = ["sweep.n_seeds=2", "train.steps=600", "optim.lr=[0.01, 0.03]", "train.stop_at=0.9"]
 # The engine: everything but the experiments' own modules and the benchmark of the built-in ones.
-ENGINE = ["__init__", "config", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
+ENGINE = ["__init__", "config", "distributed", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
 
 
 def test_the_engine_names_no_experiment():
@@ -39,6 +39,7 @@ def test_the_engine_names_no_experiment():
     assert names >= {"sumsq", "stepfit", "SharedSubnet", "MLP"} and not found, found
 
 
+@pytest.mark.bad_input
 def test_an_unknown_task_or_experiment_file_is_one_line(capsys, tmp_path):
     for overrides, expected in ((["task.name=nonesuch"], "'task.name' = 'nonesuch': must be one of 'stepfit', 'sumsq'"),
                                 (["experiment=nowhere.py"], "cannot be imported (ImportError: no such file")):
@@ -147,6 +148,7 @@ def test_the_readme_shows_the_example_as_it_is():
     assert len(lines) <= 45, len(lines)
 
 
+@pytest.mark.bad_input
 def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
     """The trainer checks (chex, while tracing) what an experiment hands it: a batch of the wrong
     shape and a metric that is not one number are named, before anything trains."""

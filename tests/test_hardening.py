@@ -33,6 +33,7 @@ def one_line_error(capsys, *words: str) -> str:
 # ----------------------------------------------------------------------------- values
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("override, names", [
     ("seed=18446744073709551616", "'seed'"),  # beyond 64 bits
     ("seed=-1", "'seed'"),
@@ -61,6 +62,7 @@ def test_values_without_meaning_are_refused_in_one_line(tmp_path, capsys, overri
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("override, names", [
     ("task.low=-inf", "'task.low'"),
     ("task.high=1e7", "'task.high'"),
@@ -71,11 +73,13 @@ def test_sumsq_values_without_meaning_are_refused(tmp_path, capsys, override, na
     one_line_error(capsys, names)
 
 
+@pytest.mark.bad_input
 def test_the_schedule_message_says_why_and_how(capsys):
     assert run.main(["--config", "stepfit", "--set", "schedule.max_lr=0.3", "--print-config"]) == 2
     one_line_error(capsys, "'constant'", "groups.NAME.schedule.max_lr")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("override, what", [
     ("sweep.n_seeds=1000000000", "models"),  # 2e9 models: refused before they are listed
     ("train.batch_size=1000000000", "GiB"),  # a batch of 1e9: refused from the compiled step's size
@@ -87,6 +91,7 @@ def test_runs_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 def test_config_files_of_any_suffix_and_folders(tmp_path, capsys):
     json_named = tmp_path / "mine.json"
     json_named.write_text(Path("configs/stepfit.toml").read_text())
@@ -107,6 +112,7 @@ def test_config_files_of_any_suffix_and_folders(tmp_path, capsys):
 # ----------------------------------------------------------------------------- folders
 
 
+@pytest.mark.bad_input
 def test_output_folders_that_cannot_be_made_are_refused_before_any_work(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("mine")
@@ -117,6 +123,7 @@ def test_output_folders_that_cannot_be_made_are_refused_before_any_work(tmp_path
     assert a_file.read_text() == "mine"
 
 
+@pytest.mark.fault
 def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--out", str(out)]) == 0
@@ -127,7 +134,7 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "write_run", full_disk)  # the new run fails as it writes its files
-    assert run.main([*STEPFIT, "--set", "sweep.n_seeds=2", "--out", str(out), "--overwrite"]) == 1
+    assert run.main([*STEPFIT, "--set", "sweep.n_seeds=2", "--out", str(out), "--overwrite"]) == 2
     one_line_error(capsys, "No space left on device")
     assert {k: v for k, v in files_of(out).items() if not k.startswith(rundir.STAGING)} == before
     monkeypatch.undo()
@@ -139,6 +146,7 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path
     assert (out / "notes.txt").read_text() == "mine" and not (out / rundir.STAGING).exists()
 
 
+@pytest.mark.fault
 def test_overwrite_interrupted_during_compilation_keeps_the_earlier_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--out", str(out)]) == 0
@@ -156,6 +164,7 @@ def test_overwrite_interrupted_during_compilation_keeps_the_earlier_run(tmp_path
     assert run.main([*STEPFIT, "--set", "sweep.n_seeds=2", "--out", str(out), "--overwrite"]) == 0
 
 
+@pytest.mark.bad_input
 def test_overwrite_never_touches_a_folder_that_is_not_a_jaxfit_run(tmp_path, capsys):
     foreign = tmp_path / "mine"
     (foreign / "checkpoints").mkdir(parents=True)
@@ -178,6 +187,7 @@ with rundir.owned(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("ending", ["exits", "is killed"])
 def test_a_run_folder_has_one_writer_and_a_dead_one_leaves_no_lock(tmp_path, capsys, ending):
     out = tmp_path / "run"
@@ -195,6 +205,7 @@ def test_a_run_folder_has_one_writer_and_a_dead_one_leaves_no_lock(tmp_path, cap
 # ----------------------------------------------------------------------------- resume
 
 
+@pytest.mark.bad_input
 def test_resume_refuses_an_edited_config_but_takes_new_execution_settings(tmp_path, capsys, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20"]
     cut = tmp_path / "cut"
@@ -237,6 +248,7 @@ def _drop_manifest(step: Path) -> None:
         manifest.unlink()
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, _drop_manifest])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, damage, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=1"]
@@ -251,6 +263,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     assert_same_files(stepfit_run, cut)
 
 
+@pytest.mark.fault
 def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
     cut = tmp_path / "cut"
     assert run.main([*STEPFIT, "--set", "execution.chunk_epochs=20", "--out", str(cut), "--stop-after-chunks", "2"]) == 0
@@ -291,10 +304,11 @@ def test_reports_handle_diverged_and_never_trained_models(tmp_path, capsys, args
         assert "diverged_step" in printed and np.isnan(np.load(out / "history.npz")["val_loss"]).any()
 
 
+@pytest.mark.bad_input
 def test_report_of_a_folder_that_is_not_a_finished_run_is_one_line(tmp_path, capsys):
     assert report.main([str(tmp_path / "nothing")]) == 2
     one_line_error(capsys, "not a finished jaxfit run")
     for name in ("config.toml", "summary.json", "history.npz", "params.npz"):
         (tmp_path / name).write_text("garbage")
     assert report.main([str(tmp_path)]) == 2
-    one_line_error(capsys, "cannot be read as a jaxfit run")
+    one_line_error(capsys, "damaged or not a jaxfit run")

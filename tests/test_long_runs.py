@@ -44,6 +44,7 @@ def test_result_is_the_same_whatever_the_chunk_size(tmp_path):
     assert_same_files(tmp_path / "a", tmp_path / "b")
 
 
+@pytest.mark.fault
 def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=2"]
     assert run.main([*args, "--out", str(tmp_path / "parts"), "--stop-after-chunks", "5"]) == 0
@@ -54,6 +55,7 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, step
     assert len(list((tmp_path / "parts" / "checkpoints").iterdir())) <= 2  # keep_checkpoints
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys, signum, code, stepfit_run):
     """Ctrl-C (SIGINT) or SIGTERM, sent to this process by the OS after the third chunk, and
@@ -80,6 +82,7 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch,
     assert_same_files(stepfit_run, tmp_path / "cut")
 
 
+@pytest.mark.fault
 def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsys):
     prepare = sweep.prepare
 
@@ -94,6 +97,7 @@ def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsy
     assert run.main([*STEPFIT, "--out", str(tmp_path / "cut")]) == 0
 
 
+@pytest.mark.bad_input
 def test_resume_and_overwrite_need_the_right_folders(tmp_path, capsys):
     assert run.main(["--resume", str(tmp_path / "nothing")]) == 2
     assert "no config.toml and checkpoints/" in capsys.readouterr().err
@@ -130,6 +134,7 @@ def test_a_diverging_model_is_frozen_and_leaves_the_others_unchanged():
         assert_same_model(model_arrays(swept, "wide", {"seed": seed}), model_arrays(plain, "wide", {"seed": seed}))
 
 
+@pytest.mark.fault
 def test_atomic_write_never_leaves_half_a_file(tmp_path):
     target = tmp_path / "summary.json"
     target.write_text("old, complete")

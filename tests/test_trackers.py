@@ -146,6 +146,7 @@ class Killed(BaseException):
     """A process killed after a chunk, its last checkpoint older than its tracker points."""
 
 
+@pytest.mark.fault
 def test_a_killed_and_resumed_run_continues_the_same_tracker_runs_without_duplicates(tmp_path, monkeypatch, stepfit_run):
     out = tmp_path / "run"
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=2", "--log", "tensorboard", "--log", "wandb"]
@@ -184,6 +185,7 @@ def test_from_python(tmp_path):
     check_tensorboard(out)
 
 
+@pytest.mark.bad_input
 def test_a_missing_extra_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb fails as if not installed
     assert run.main([*STEPFIT, "--log", "wandb", "--out", str(tmp_path / "run")]) == 2
