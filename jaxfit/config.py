@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import re
 import tomllib
+import traceback
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,7 +40,10 @@ NAME_RULE = "1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' 
 
 
 class ConfigError(ValueError):
-    """A bad config value; the message is one line naming key, value and what is allowed."""
+    """A bad config value; the message is one line naming key, value and what is allowed.
+    `detail` (printed before it) may hold the experiment author's own traceback."""
+
+    detail = ""
 
 
 def bounded(default: Any = dataclasses.MISSING, **limits: float) -> Any:
@@ -267,6 +271,9 @@ def _merge(defaults: dict, override: dict) -> dict:
 def _check_run(cfg: Config) -> None:
     """Checks that need more than one key (the engine's, then the experiment's own)."""
     train = cfg.train
+    steps = cfg.task.steps_per_epoch(train.batch_size)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ExperimentError(f"experiment {type(cfg.task).__name__}: steps_per_epoch({train.batch_size}) returned {steps!r}; expected an int >= 1")
     if (train.epochs is None) == (train.steps is None):
         raise fail("train.epochs", train.epochs, f"give exactly one of train.epochs and train.steps (train.steps = {train.steps!r})")
     if train.steps is not None and train.steps % cfg.steps_per_epoch:
@@ -291,7 +298,18 @@ def _import_experiment(spec: Any, base: Path) -> str:
         raise
     except Exception as error:  # noqa: BLE001 -- any failure of the user's module is reported in one line
         message = (str(error).strip().splitlines() or [""])[0][:300]
-        raise fail("experiment", spec, f"cannot be imported ({type(error).__name__}: {message})") from None
+        problem = fail("experiment", spec, f"cannot be imported ({type(error).__name__}: {message})")
+        problem.detail = authors_traceback(error)
+        raise problem from None
+
+
+def authors_traceback(error: BaseException) -> str:
+    """The part of an error's traceback in an experiment's own code (not importlib's, not jaxfit's)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if "importlib" not in f.filename and "/jaxfit/" not in f.filename.replace("\\", "/") and not f.filename.startswith("<")]
+    if not frames:
+        return ""
+    return "Traceback (the experiment's code):\n" + "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {error}\n"
 
 
 def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:

@@ -90,6 +90,50 @@ def mse(module: nn.Module, params: Params, eval_set: EvalSet) -> jax.Array:
     return mean_over(eval_set, lambda x, y: fixed_order_sum((module.apply({"params": params}, x, train=False) - y) ** 2))
 
 
+class NNXModule:
+    """A Flax NNX module where the engine calls a linen one (`init`, `apply`), by Flax's split and
+    merge: the module is split once into its graph, its parameters (`nnx.Param`, as a plain
+    dict: what is trained, vmapped and saved) and the rest (e.g. a Dropout's RNG state); `apply`
+    merges a fresh copy inside the trace, reseeds every RNG stream with the step's dropout key,
+    and calls it as `module(x, train=...)`."""
+
+    def __init__(self, module: Any):
+        from flax import nnx
+
+        self.module = module
+        self.graph, self.params, self.rest = nnx.split(module, nnx.Param, ...)
+        keys = jax.tree.leaves(self.rest, is_leaf=lambda v: isinstance(v, nnx.RngKey))
+        self.streams = sorted({v.tag for v in keys if isinstance(v, nnx.RngKey)})
+
+    def init(self, key: jax.Array, x: jax.Array, train: bool = False) -> dict:
+        from flax import nnx
+
+        return {"params": nnx.to_pure_dict(self.params)}
+
+    def apply(self, variables: dict, x: jax.Array, train: bool, rngs: dict | None = None) -> jax.Array:
+        from flax import nnx
+
+        params = jax.tree.map(lambda a: a, self.params)  # new Variables, made inside the current trace
+        nnx.replace_by_pure_dict(params, variables["params"])
+        module = nnx.merge(self.graph, params, jax.tree.map(lambda a: a, self.rest))
+        if rngs and self.streams:
+            nnx.reseed(module, **{stream: rngs.get("dropout") for stream in self.streams})
+        return module(x, train=train)
+
+    @property
+    def call_signature(self) -> inspect.Signature:
+        return inspect.signature(type(self.module).__call__)
+
+
+def module_of(task: Task, model: Any) -> Any:
+    """`task.module(model)` as the engine calls it: a linen module as it is, an NNX module
+    wrapped (`NNXModule`)."""
+    module = task.module(model)
+    from flax import nnx
+
+    return NNXModule(module) if isinstance(module, nnx.Module) else module
+
+
 def template(module: nn.Module, input_shape: tuple[int, ...]) -> Params:
     """A parameter tree of the right shapes (values are overwritten by an init scheme)."""
     x = jnp.zeros((1, *input_shape), jnp.float32)
@@ -285,7 +329,7 @@ def _registers(module: Any) -> bool:
 
 
 def _import_file(path: Path) -> Any:
-    """Import a .py file once (a file already imported, e.g. by `import spirals` in a notebook,
+    """Import a .py file once (a file already imported, e.g. by `import my_experiment` in a notebook,
     is not imported again); its module."""
     for module in list(sys.modules.values()):
         if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
@@ -294,9 +338,12 @@ def _import_file(path: Path) -> Any:
     loader = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(loader)
     sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))  # a module beside the file imports as it would from there
     try:
         loader.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise
+    finally:
+        sys.path.remove(str(path.parent))
     return module

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import matplotlib
@@ -14,8 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxfit import report  # noqa: E402
+from jaxfit import analysis, report  # noqa: E402
 from jaxfit.config import Config  # noqa: E402
+
+COLUMNS = 4  # panels a row
+MAX_PANELS = 64  # per-cell figures draw at most this many cells; cells.png summarises every cell
 
 
 def sets(summary: dict) -> dict[str, np.ndarray]:
@@ -27,8 +31,28 @@ def sets(summary: dict) -> dict[str, np.ndarray]:
     }
 
 
+def panels(n: int, width: float = 4.2, height: float = 3.2, sharex: bool = False, sharey: bool = False,
+           title: str = "") -> tuple[Any, list[Any]]:
+    """A figure of min(n, MAX_PANELS) panels wrapped at COLUMNS a row (unused ones hidden), and
+    its axes in reading order; the title says when cells beyond MAX_PANELS are left out."""
+    shown = min(n, MAX_PANELS)
+    columns = min(shown, COLUMNS)
+    rows = -(-shown // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows + (0.4 if title else 0)), squeeze=False,
+                             sharex=sharex, sharey=sharey)
+    flat = list(axes.ravel())
+    for ax in flat[shown:]:
+        ax.set_visible(False)
+    if n > shown:
+        title = f"{title}{'; ' if title else ''}the first {shown} of {n} cells (every cell: cells.png)"
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig, flat[:shown]
+
+
 def save(fig, out: Path, name: str) -> None:
-    fig.tight_layout()
+    title_space = 0.45 / fig.get_figheight() if fig._suptitle is not None else 0.0  # a suptitle above the panels
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_space))
     report.atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     plt.close(fig)
 
@@ -63,11 +87,11 @@ def group_index(summary: dict, index: int) -> tuple[str, int]:
 def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: bool) -> None:
     """loss_curves.png: the logged train-mode loss and every eval-mode `*_loss` metric (from its
     value before training), median and min-max over seeds, one panel per set."""
-    panels = sets(summary)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
+    cells = sets(summary)
+    fig, axes = panels(len(cells), 4.6, 3.5, sharey=True)
     x = history[x_name]
     evals = [k for k in history if k.endswith("_loss") and k != "train_loss"]
-    for ax, (label, index) in zip(axes[0], panels.items()):
+    for ax, (label, index) in zip(axes, cells.items()):
         band(ax, x, history["train_loss"][index], "train_loss (train mode, as logged)", "C0")
         for colour, name in enumerate(evals, start=1):
             xs, values = x, history[name][index]
@@ -78,14 +102,81 @@ def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: boo
         ax.set_yscale("log")
         if log_x:
             ax.set_xscale("log")
-        ax.set_title(f"{label}: median and min-max over {len(index)} seeds", fontsize=9)
+        ax.set_title(f"{label}\nmedian and min-max over {len(index)} seeds", fontsize=8)
         ax.set_xlabel(x_name)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("loss")
-    axes[0][0].legend(fontsize=8)
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=7)
     save(fig, out, "loss_curves.png")
 
 
+def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
+    """reached_by_step.png: per cell, the fraction of its models that have reached train.stop_at
+    by step t, with a Wilson 95 % band; the other cells' curves faint behind it."""
+    models, cells = summary["models"], sets(summary)
+    total = max(summary["run"]["steps"], 1)
+    steps = np.unique(np.geomspace(1, total, 400).astype(int))
+    curves = {label: analysis.reached_by(models, analysis.Cell((), tuple(int(i) for i in index)), steps) for label, index in cells.items()}
+    fig, axes = panels(len(cells), 4.2, 3.0, sharex=True, sharey=True,
+                       title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} by step t")
+    for ax, (label, (share, low, high)) in zip(axes, curves.items()):
+        for other, (other_share, _, _) in curves.items():
+            if other != label and len(curves) <= 16:
+                ax.step(steps, other_share, where="post", color="0.8", lw=0.7)
+        ax.fill_between(steps, low, high, step="post", color="C0", alpha=0.25, lw=0)
+        ax.step(steps, share, where="post", color="C0", lw=1.5)
+        ax.set_title(f"{label}: {share[-1]:.0%} of {len(cells[label])}", fontsize=8)
+        ax.set(xscale="log", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    for ax in axes[-min(len(axes), COLUMNS):]:
+        ax.set_xlabel("step")
+    for ax in axes[::COLUMNS]:
+        ax.set_ylabel("reached")
+    save(fig, out, "reached_by_step.png")
+
+
+def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
+    """cells.png: every cell in one figure, one row each: success with its Wilson 95 % interval
+    (with a threshold) and the final monitored metric's median and 25-75 % over seeds."""
+    models, cells = summary["models"], sets(summary)
+    monitor, threshold = cfg.task.monitor, cfg.train.stop_at is not None
+    labels = list(cells)
+    y = np.arange(len(labels))[::-1]
+    fig, axes = plt.subplots(1, 2 if threshold else 1, figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)), squeeze=False, sharey=True)
+    axes = list(axes[0])
+    finals = np.asarray([m.get(f"{monitor}_final") if m.get(f"{monitor}_final") is not None else np.nan for m in models], float)
+    if threshold:
+        ax = axes.pop(0)
+        for row, label in zip(y, labels):
+            index = cells[label]
+            k = sum(bool(models[i]["reached"]) for i in index)
+            low, high = analysis.wilson_interval(k, len(index))
+            ax.plot([low, high], [row, row], color="C0", lw=2, alpha=0.5)
+            ax.plot(k / len(index), row, "o", color="C0", ms=4)
+        ax.set(xlim=(-0.02, 1.02), xlabel=f"reached {cfg.train.stop_at:g} (Wilson 95 %)")
+        ax.grid(alpha=0.3)
+    ax = axes[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell whose every model diverged
+        for row, label in zip(y, labels):
+            values = finals[cells[label]]
+            ax.plot(np.nanpercentile(values, [25, 75]), [row, row], color="C1", lw=2, alpha=0.5)
+            ax.plot(np.nanmedian(values), row, "o", color="C1", ms=4)
+    positive = finals[np.isfinite(finals)]
+    if positive.size and positive.min() > 0 and positive.max() / positive.min() > 100:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"final {monitor}: median, 25-75 %")
+    ax.grid(alpha=0.3)
+    fig.axes[0].set_yticks(y, labels, fontsize=7 if len(labels) <= 64 else 5)
+    fig.axes[0].set_ylim(-0.7, len(labels) - 0.3)
+    save(fig, out, "cells.png")
+
+
 def draw_all(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
-    """Every plot of a run: the experiment's own (`Task.plots`; the common loss curves by default)."""
+    """Every plot of a run: the experiment's own (`Task.plots`; the common loss curves by default),
+    then the engine's: every cell at a glance (cells.png) and, with a threshold, the fraction
+    reached by step t (reached_by_step.png)."""
     cfg.task.plots(out, cfg, summary, history, params)
+    cells_summary(out, cfg, summary)
+    if cfg.train.stop_at is not None:
+        reached_by_step(out, cfg, summary)

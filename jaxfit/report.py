@@ -2,7 +2,7 @@
 
 Files (each written atomically: temp file + rename):
 - `config.toml`: the resolved config; loads back to the same run.
-- `summary.json`: {"run": {...}, "models": [...]}, one entry per model, in the order of the
+- `summary.json`: {"run": {...}, "models": [...], "analysis": {...}} (analysis.py), one entry per model, in the order of the
   first axis of every `history.npz` array. Model keys (METRIC: the task's eval metrics, e.g.
   val_loss, and train_eval_loss where an experiment evaluates its training set; MONITOR: the one that
   stopping and "best" look at, val_loss unless the experiment says otherwise):
@@ -15,9 +15,11 @@ Files (each written atomically: temp file + rename):
     steps                                       updates applied (the stop step, or the cap)
     reached, stop_step                          MONITOR reached train.stop_at, and at which step
     diverged, diverged_step                     a non-finite loss or parameter froze the model
-- `history.npz`: `step`, `epoch` [n_logged] (steps / epochs done at each logged point);
-  `train_loss`, METRIC..., `lr` [models, n_logged]; `METRIC_init` [models].
-  NaN where a model had stopped.
+- `history.npz` (compressed; read it with `load_history`): `step`, `epoch` [n_logged] (steps /
+  epochs done at each logged point); `train_loss`, METRIC..., `lr` [models, n_logged];
+  `METRIC_init` [models]. NaN where a model had stopped. A metric that is the same for every
+  model of a seed set (a schedule's `lr`) is stored once per set, as `NAME@set` [sets, n_logged]
+  with `set_index` [models]; `load_history` expands it (NaN where `train_loss` is).
 - `params.npz`: "<group>/<last|best|first>/<layer>/<kernel|bias>" [models of the group, ...]
   (Flax layout, kernel = PyTorch weight transposed); `first` is after the first interval.
 - `summary.md` (the printed table) and the PNG plots (the experiment's `plots`).
@@ -39,7 +41,8 @@ import numpy as np
 from flax import traverse_util
 
 from jaxfit import config as config_lib
-from jaxfit import rundir, sweep, train
+from jaxfit import analysis, rundir, sweep, train
+from jaxfit.analysis import wilson_interval
 from jaxfit.rundir import atomic_write  # noqa: F401 -- also report.atomic_write, for callers that write a run's files
 
 
@@ -107,6 +110,49 @@ def history_arrays(cfg: config_lib.Config, result: sweep.Result) -> dict[str, np
     return arrays
 
 
+PER_SET = "@set"  # history.npz: a metric stored once per seed set
+
+
+def pack_history(arrays: dict[str, np.ndarray], set_index: np.ndarray) -> dict[str, np.ndarray]:
+    """history.npz's arrays with each [models, points] metric that is the same for every model of
+    a seed set (where the model had not stopped, i.e. where train_loss is finite) stored once per
+    set, only where expanding it gives back the same bits."""
+    out, active = dict(arrays), np.isfinite(arrays["train_loss"])
+    for name, values in arrays.items():
+        if name == "train_loss" or values.ndim != 2:
+            continue
+        per_set = np.full((int(set_index.max()) + 1, values.shape[1]), np.nan, values.dtype)
+        for s in range(per_set.shape[0]):  # each point's value from any model of the set that logged it
+            rows = values[set_index == s]
+            finite = np.isfinite(rows)
+            first = np.argmax(finite, axis=0)
+            per_set[s] = np.where(finite.any(axis=0), rows[first, np.arange(rows.shape[1])], np.nan)
+        if np.array_equal(np.where(active, per_set[set_index], np.nan), values, equal_nan=True):
+            del out[name]
+            out[name + PER_SET] = per_set
+            out["set_index"] = set_index.astype(np.int32)
+    return out
+
+
+def load_history(path: Path | str) -> dict[str, np.ndarray]:
+    """Every array of a history.npz, per-set metrics expanded to [models, points] (files written
+    before they were packed read the same)."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    set_index = arrays.pop("set_index", None)
+    for name in [k for k in arrays if k.endswith(PER_SET)]:
+        per_set = arrays.pop(name)
+        arrays[name[: -len(PER_SET)]] = np.where(np.isfinite(arrays["train_loss"]), per_set[set_index], np.nan).astype(per_set.dtype)
+    return arrays
+
+
+def write_json(path: Path, data: dict) -> None:
+    """JSON, indented for a reader up to a thousand models, compact past that (10,000 models:
+    a fifth smaller)."""
+    indent = 1 if len(data.get("models", ())) <= 1000 else None
+    atomic_write(path, lambda f: json.dump(data, f, indent=indent, separators=None if indent else (",", ":")))
+
+
 def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
     out = {}
     for group, state in zip(result.groups, result.states):
@@ -127,12 +173,14 @@ def load_params(arrays: Any, group: str, kind: str) -> dict:
 def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> str:
     """Write every file of a run into `out`; return the summary table."""
     out = Path(out)
-    summary = {"run": run_info(cfg, result), "models": model_entries(cfg, result)}
+    models = model_entries(cfg, result)
+    summary = {"run": run_info(cfg, result), "models": models, "analysis": analyse(cfg, models)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
-    atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=1))
-    atomic_write(out / "history.npz", lambda f: np.savez(f, **history_arrays(cfg, result)), binary=True)
-    atomic_write(out / "params.npz", lambda f: np.savez(f, **params_arrays(result)), binary=True)
+    write_json(out / "summary.json", summary)
+    history = pack_history(history_arrays(cfg, result), set_indices(models))
+    atomic_write(out / "history.npz", lambda f: np.savez_compressed(f, **history), binary=True)
+    atomic_write(out / "params.npz", lambda f: np.savez_compressed(f, **params_arrays(result)), binary=True)
     return redraw(out)
 
 
@@ -168,8 +216,11 @@ def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarra
     arrays = {}
     for name in ("history.npz", "params.npz"):
         try:
-            with np.load(folder / name) as npz:
-                arrays[name] = {k: npz[k] for k in npz.files}  # read every array now: a truncated file fails here
+            if name == "history.npz":
+                arrays[name] = load_history(folder / name)  # every array read now: a truncated file fails here
+            else:
+                with np.load(folder / name) as npz:
+                    arrays[name] = {k: npz[k] for k in npz.files}
         except Exception as error:  # noqa: BLE001 -- truncated (BadZipFile, EOFError), not an npz (ValueError)
             raise damaged(name, error) from None
     history = arrays["history.npz"]
@@ -179,11 +230,22 @@ def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarra
     return cfg, summary, history, arrays["params.npz"]
 
 
+def analyse(cfg: config_lib.Config, models: list[dict]) -> dict:
+    """The run's paired analysis (analysis.analyse) from its config and summary entries."""
+    groups = config_lib.to_dict(cfg)["groups"]
+    return analysis.analyse(models, groups, cfg.task.monitor, cfg.train.stop_at, train.total_steps(cfg))
+
+
 def redraw(out: Path) -> str:
-    """summary.md and plots from the files of a finished run (all read and checked first)."""
+    """summary.md and plots from the files of a finished run (all read and checked first); the
+    analysis is computed again (runs written before it existed get it too)."""
     from jaxfit import plots
 
     cfg, summary, history, params = read_run(out)
+    fresh = analyse(cfg, summary["models"])
+    if summary.get("analysis") != fresh:
+        summary["analysis"] = fresh
+        write_json(out / "summary.json", summary)
     text = summary_markdown(cfg, summary)
     atomic_write(out / "summary.md", lambda f: f.write(text))
     plots.draw_all(out, cfg, summary, history, params)
@@ -218,6 +280,14 @@ def coordinate_columns(models: list[dict]) -> list[str]:
     return fixed + swept
 
 
+def set_indices(models: list[dict]) -> np.ndarray:
+    """Each model's seed set (`model_sets`) as an index 0..sets-1."""
+    index = np.zeros(len(models), np.int32)
+    for k, members in enumerate(model_sets(models).values()):
+        index[members] = k
+    return index
+
+
 def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
     """Indices of the models that differ only in seed, keyed by their other coordinates."""
     columns = [c for c in coordinate_columns(models) if c != "seed"]
@@ -225,16 +295,6 @@ def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
     for i, m in enumerate(models):
         sets.setdefault(tuple(m.get(c) for c in columns), []).append(i)
     return sets
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, int]]:
@@ -301,8 +361,60 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
     if stop_at is not None:
         sign = ">=" if cfg.task.goal == "max" else "<="
         title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
-    per_model = "## Every model\n\n" + markdown_table(models, coords + metrics)
-    return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", per_model, ""])
+    per_model = "## Every model\n\n" + (markdown_table(models, coords + metrics) if len(models) <= MAX_MODEL_ROWS else
+                                          f"{len(models):,} models: every model's numbers are in summary.json.")
+    answer = analysis_markdown(summary.get("analysis") or analyse(cfg, models), stop_at is not None, monitor)
+    return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", *answer, per_model, ""])
+
+
+MAX_MODEL_ROWS = 1000  # summary.md's table of every model, up to this many models
+MAX_COMPARISON_ROWS = 60  # summary.md lists this many paired comparisons (summary.json has all)
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 1e-300 else "< 1e-300"
+
+
+def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[str]:
+    """The factors, the paired comparisons and the outcome classes as markdown sections."""
+    out = []
+    classes = result["outcome_classes"]
+    if result["cells"]:
+        rows = [{"cell": c["name"], "n": c["n"], **{k: c["outcomes"].get(k, 0) for k in classes}} for c in result["cells"]]
+        out += ["## Outcomes per cell", "", f"Outcome classes: {'reached the threshold, ' if has_threshold else ''}diverged, and the run's "
+                f"clusters of final {monitor} (within 5 % of each other), named by their level.", "", markdown_table(rows, list(rows[0])), ""]
+    if not result["factors"]:
+        return out
+    out += ["## What changes the outcome: paired comparisons", "",
+            "Cells that differ in one coordinate, compared on the seeds they share (the same initial draw and batches). "
+            + ("Success: exact McNemar on the discordant seeds (only A / only B reached the threshold). " if has_threshold else "")
+            + f"Final {monitor} and steps to the threshold: paired Wilcoxon signed-rank (a model that never reached it counts as "
+            "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1].", ""]
+    factor_rows = []
+    for f in result["factors"]:
+        row = {"coordinate": f["factor"], "A vs B": f"{f['a']} vs {f['b']}", "strata": f["strata"], "pairs": f["pairs"]}
+        if has_threshold:
+            row.update({"success A": f["success_a"], "success B": f["success_b"], "only A": f["only_a"], "only B": f["only_b"],
+                        "McNemar p": _p(f["p"]), "B − A success": f"{f['difference']:+.1%}"})
+        row[f"final {monitor} effect"] = f"{f['final_effect']:+.2f}"
+        factor_rows.append(row)
+    out += ["### Factors, pooled over the others (largest change first)", "", markdown_table(factor_rows, list(factor_rows[0])), ""]
+    rows = []
+    for c in result["comparisons"][:MAX_COMPARISON_ROWS]:
+        row = {"coordinate": c["factor"], "A vs B": f"{c['a']} vs {c['b']}", "held fixed": ", ".join(f"{v}" for v in c["held"].values()) or "-",
+               "pairs": c["pairs"]}
+        if has_threshold:
+            s = c["success"]
+            row.update({"success A / B": f"{s['a']} / {s['b']}", "only A / B": f"{s['only_a']} / {s['only_b']}", "McNemar p": _p(s["p"]),
+                        "steps B − A (median)": fmt(c["steps"]["median_difference"]), "steps p": _p(c["steps"]["p"])})
+        row.update({f"final {monitor} B − A (median)": fmt(c["final"]["median_difference"]), "final p": _p(c["final"]["p"]),
+                    "note": "; ".join(c["notes"]) or ""})
+        rows.append(row)
+    more = len(result["comparisons"]) - len(rows)
+    out += ["### Each comparison", "", markdown_table(rows, list(rows[0])), ""]
+    if more > 0:
+        out += [f"({more} more in summary.json)", ""]
+    return out
 
 
 def compare(dirs: list[Path]) -> tuple[str, list[dict]]:

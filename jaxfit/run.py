@@ -179,7 +179,7 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
             return 0
         trackers.require(cfg.logging.to)
     except (UsageError, config_lib.ConfigError, ExperimentError, rundir.FolderError, trackers.MissingExtra) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{getattr(error, 'detail', '')}error: {error}", file=sys.stderr)
         return 2
     import jax  # imported only once the input is known to be good
 

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from jaxfit import optim, train
+from jaxfit import checks, optim, train
 from jaxfit.signals import StopRequest
 from jaxfit.config import Config, Group
 
@@ -244,7 +244,8 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
     _check_fits(f"{n_models:,} models", n_models * HOST_BYTES_PER_MODEL + cfg.task.host_bytes(), available_memory(jax.devices("cpu")[0]))
     groups = expand(cfg)
     per_model, replicated, n_devices = _mesh()
-    data = train.make_data(cfg.task, cfg.train.eval_batch_size)
+    models = list({repr(g.model): g.model for g in cfg.groups}.values())
+    data = train.RunData(checks.check_returns(cfg.task, models, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed))
     if batches is not None:
         data = train.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]

@@ -32,7 +32,7 @@ from flax import struct
 
 from jaxfit import optim
 from jaxfit.config import Config, Group
-from jaxfit.experiment import ExperimentError, Task, model_schemes, template
+from jaxfit.experiment import ExperimentError, Task, model_schemes, module_of, template
 from jaxfit.kernels import scan
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
@@ -45,11 +45,6 @@ class RunData(NamedTuple):
 
     task: Any
     batches: tuple[np.ndarray, np.ndarray] | None = None
-
-
-def make_data(task: Task, eval_chunk: int) -> RunData:
-    """The fixed arrays of a run (host numpy); passed into the jitted trainer as arguments."""
-    return RunData(task.data(eval_chunk))
 
 
 def with_batches(task: Task, data: RunData, x: np.ndarray, y: np.ndarray, n_steps: int, batch_size: int) -> RunData:
@@ -144,7 +139,7 @@ def make_step(cfg: Config, group: Group) -> Callable:
     learning rate at `step`. The trainer scans exactly this; the torch parity tests call it step
     by step."""
     task = cfg.task
-    module = task.module(group.model)
+    module = module_of(task, group.model)
     steps_per_epoch = cfg.steps_per_epoch
     closed_form = task.full_batch_loss(group.model)
 
@@ -243,7 +238,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
     evaluation are per-model functions vmapped over the block; which models are evaluated
     directly after an interval is decided for the block (`evaluate_where_needed`)."""
     task, train = cfg.task, cfg.train
-    module = task.module(group.model)
+    module = module_of(task, group.model)
     step_fn = make_step(cfg, group)
     shapes = template(module, task.input_shape())
     check_init_schemes(task, group.model, shapes)

@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, run, sweep
+from jaxfit import config, report, run, sweep
+from jaxfit.experiment import ExperimentError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPIRALS = ROOT / "examples" / "spirals.toml"
 SMALL_SPIRALS = ["sweep.n_seeds=2", "train.steps=600", "optim.lr=[0.01, 0.03]", "train.stop_at=0.9"]
 # The engine: everything but the experiments' own modules and the benchmark of the built-in ones.
-ENGINE = ["__init__", "config", "distributed", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
+ENGINE = ["__init__", "analysis", "checks", "config", "distributed", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
 
 
 def test_the_engine_names_no_experiment():
@@ -150,16 +151,62 @@ def test_the_readme_shows_the_example_as_it_is():
 
 @pytest.mark.bad_input
 def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
-    """The trainer checks (chex, while tracing) what an experiment hands it: a batch of the wrong
-    shape and a metric that is not one number are named, before anything trains."""
+    """What an experiment hands the engine is checked before anything trains (jaxfit/checks.py):
+    a batch of the wrong shape and a metric that is not one number are named."""
     from jaxfit.experiments.stepfit import StepfitTask
 
     cfg = config.load("stepfit", ["train.steps=10", "sweep.n_seeds=1"])
     batch = StepfitTask.batch
     monkeypatch.setattr(StepfitTask, "batch", lambda self, *args: tuple(a[:, None] for a in batch(self, *args)))
-    with pytest.raises(AssertionError, match="shape"):
+    with pytest.raises(ExperimentError, match=r"StepfitTask: batch\(data, model table 'mlp', ...\) returned x of shape \(100, 1, 1\)"):
         sweep.prepare(cfg)
     monkeypatch.undo()
     monkeypatch.setattr(StepfitTask, "evaluate", lambda self, module, params, data: {"val_loss": jnp.zeros(3)})
-    with pytest.raises(AssertionError, match="rank"):
+    with pytest.raises(ExperimentError, match="'val_loss': ArrayLike|one float number"):
         sweep.prepare(cfg)
+
+
+SPIRALS_NNX = ROOT / "examples" / "spirals_nnx.toml"
+
+
+def test_an_nnx_experiment_runs_from_the_cli(tmp_path):
+    """examples/spirals_nnx.py: the same experiment with its network as a flax.nnx.Module."""
+    out = tmp_path / "spirals_nnx"
+    sets = [a for o in SMALL_SPIRALS for a in ("--set", o)]
+    assert run.main(["--config", str(SPIRALS_NNX), *sets, "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_spirals(summary, report.load_history(out / "history.npz"), 0.9)
+    with np.load(out / "params.npz") as params:
+        assert {k.split("/")[2] for k in params.files} == {"layer1", "layer2", "layer3"}  # the NNX module's own names
+
+
+def test_an_nnx_module_is_the_same_function_split_and_merged():
+    """NNXModule (nnx.split once, nnx.merge inside each trace) against calling the NNX module
+    itself: the same outputs and gradients under jit and vmap; a Dropout's mask follows the
+    step's key (the same key, the same mask) and is off in eval mode."""
+    import jax
+    from flax import nnx
+
+    from jaxfit.experiment import NNXModule
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.dense, self.drop = nnx.Linear(3, 4, rngs=rngs), nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x, train: bool):
+            return self.drop(self.dense(x), deterministic=not train)
+
+    net = Net(nnx.Rngs(0))
+    wrapped = NNXModule(net)
+    params = wrapped.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(jax.jit(lambda p: wrapped.apply({"params": p}, x, train=False))(params), net(x, train=False))
+    grad = jax.grad(lambda p: wrapped.apply({"params": p}, x, train=False).sum())(params)
+    expected = nnx.grad(lambda m: m(x, train=False).sum())(net)
+    np.testing.assert_array_equal(grad["dense"]["kernel"], expected.dense.kernel[...])
+    mask = jax.jit(lambda p, k: wrapped.apply({"params": p}, x, train=True, rngs={"dropout": k}) != 0)
+    key = jax.random.key(1)
+    assert np.array_equal(mask(params, key), mask(params, key)) and not np.array_equal(mask(params, key), mask(params, jax.random.key(2)))
+    batched = jax.vmap(lambda p, k: wrapped.apply({"params": p}, x, train=True, rngs={"dropout": k}))
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    assert batched(stacked, jax.random.split(key, 2)).shape == (2, 2, 4)

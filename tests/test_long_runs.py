@@ -20,10 +20,9 @@ from tests.test_train import assert_same_model, model_arrays
 
 def run_files(out: Path) -> dict[str, np.ndarray]:
     """Every array a run wrote, and its models' summary entries."""
-    arrays = {}
-    for name in ("history.npz", "params.npz"):
-        with np.load(out / name) as f:
-            arrays.update({f"{name}:{k}": f[k] for k in f.files})
+    arrays = {f"history.npz:{k}": v for k, v in report.load_history(out / "history.npz").items()}
+    with np.load(out / "params.npz") as f:
+        arrays.update({f"params.npz:{k}": f[k] for k in f.files})
     arrays["models"] = json.loads((out / "summary.json").read_text())["models"]
     return arrays
 

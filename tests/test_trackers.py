@@ -78,8 +78,8 @@ def check_tensorboard(out: Path) -> None:
     """Each model's TensorBoard run holds exactly its history.npz points (finite ones, at their
     steps, each once); each seed set's bands are the quantiles across its seeds."""
     cfg = config.load(str(out / "config.toml"))
-    with np.load(out / "history.npz") as history:
-        steps, arrays = history["step"], {k: history[k] for k in history.files if history[k].ndim == 2}
+    history = report.load_history(out / "history.npz")
+    steps, arrays = history["step"], {k: v for k, v in history.items() if v.ndim == 2}
     labels = [label for g in sweep.expand(cfg) for label in g.labels]
     assert len(labels) == arrays["val_loss"].shape[0]
     for i, label in enumerate(labels):

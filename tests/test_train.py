@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxfit import config, run, sweep
+from jaxfit import config, report, run, sweep
 from tests.conftest import run_small
 
 
@@ -95,12 +95,12 @@ def test_a_run_writes_its_contract(tmp_path, capsys):
         assert {"group", "seed", "init", "train_loss_final", "val_loss_final", "val_loss_best", "best_epoch",
                 "loss_init", "loss_final", "steps", "reached"} <= set(m)
         assert m["steps"] == 20 and m["best_epoch"] in (1, 2)
-    with np.load(out / "history.npz") as history:
-        for name in ("train_loss", "val_loss", "train_eval_loss", "lr"):
-            assert history[name].shape == (4, 2)
-        np.testing.assert_allclose(history["lr"], 1e-4)
-        np.testing.assert_allclose(history["val_loss"][:, -1], [m["val_loss_final"] for m in models], rtol=1e-6)
-        assert list(history["epoch"]) == [1, 2]
+    history = report.load_history(out / "history.npz")
+    for name in ("train_loss", "val_loss", "train_eval_loss", "lr"):
+        assert history[name].shape == (4, 2)
+    np.testing.assert_allclose(history["lr"], 1e-4)
+    np.testing.assert_allclose(history["val_loss"][:, -1], [m["val_loss_final"] for m in models], rtol=1e-6)
+    assert list(history["epoch"]) == [1, 2]
     assert (out / "summary.md").read_text() in printed
     with np.load(out / "params.npz") as params:
         assert params["main/last/subnet/fc1/kernel"].shape == (4, 1, 14)

@@ -246,7 +246,6 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     clusters; the fitted functions of a few models."""
     from jaxfit import plots, report
 
-    plt = plots.plt
     plots.loss_curves(out, summary, history, "step", log_x=True)
     sets = plots.sets(summary)
     models_ = summary["models"]
@@ -254,9 +253,9 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     groups = {g.name: g for g in cfg.groups}
 
     # validation loss of every model, log-log, one panel per set
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False, sharey=True)
+    fig, axes = plots.panels(len(sets), 4.4, 3.4, sharey=True)
     steps = np.concatenate([[1], history["step"]])  # step 0 (lossInit) drawn at 1 on a log axis
-    for ax, (label, index) in zip(axes[0], sets.items()):
+    for ax, (label, index) in zip(axes, sets.items()):
         shown = plots.spread(index, plots.MAX_CURVES)
         for i in shown:
             values = np.concatenate([[history["val_loss_init"][i]], history["val_loss"][i]])
@@ -268,7 +267,7 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
         shown_note = "" if len(shown) == len(index) else f" ({len(shown)} shown)"
         ax.set(xscale="log", yscale="log", xlabel="step", title=f"{label}: {len(index)} models{shown_note}")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("validation loss (eval mode, 5001-point grid)")
+    axes[0].set_ylabel("validation loss (eval mode, 5001-point grid)")
     plots.save(fig, out, "val_loss.png")
 
     # histogram of final losses, one panel per set
@@ -276,8 +275,8 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     finite = finals[np.isfinite(finals) & (finals > 0)]
     low, high = (max(finite.min(), 1e-6), max(finite.max(), 1e-6)) if finite.size else (1e-3, 1.0)
     bins = np.geomspace(low / 1.2, high * 1.2, 40)
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.5), squeeze=False, sharex=True)
-    for ax, (label, index) in zip(axes[0], sets.items()):
+    fig, axes = plots.panels(len(sets), 4.4, 3.0, sharex=True)
+    for ax, (label, index) in zip(axes, sets.items()):
         ax.hist(finals[index][np.isfinite(finals[index])], bins=bins)
         for centre, count in report.clusters(list(finals[index])):
             ax.annotate(f"{centre:.4g} ×{count}", (centre, count), fontsize=7, ha="center", va="bottom")
@@ -286,9 +285,9 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     plots.save(fig, out, "final_loss_hist.png")
 
     # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False, sharey=True)
+    fig, axes = plots.panels(len(sets), 4.4, 3.3, sharey=True)
     x = np.linspace(0, 1, 2001, dtype=np.float32)[:, None]
-    for ax, (label, index) in zip(axes[0], sets.items()):
+    for ax, (label, index) in zip(axes, sets.items()):
         ax.plot(x[:, 0], cfg.task.target(x)[:, 0], "k--", lw=1, label="target")
         chosen = [i for i in index if models_[i]["reached"]][:2] + [i for i in index if not models_[i]["reached"]][:2]
         for i in chosen:

@@ -258,7 +258,6 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     per-input function mean(w3)·g(x) + b3/n_inputs against x² (seed 0 of each set)."""
     from jaxfit import plots, report
 
-    plt = plots.plt
     plots.loss_curves(out, summary, history, "epoch", log_x=False)
     task: SumsqTask = cfg.task
     x, y = task.dataset()
@@ -267,32 +266,37 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     first_of_set = [index[0] for index in plots.sets(summary).values()]  # seed 0 of each set
     groups = {g.name: g for g in cfg.groups}
 
-    fig, axes = plt.subplots(len(first_of_set), 2, figsize=(10, 4.2 * len(first_of_set)), squeeze=False)
-    fig2, axes2 = plt.subplots(1, len(first_of_set), figsize=(5.5 * len(first_of_set), 4), squeeze=False)
+    paired = first_of_set[: plots.MAX_PANELS // 2]  # two panels a cell: after epoch 1 and at the end
+    more = f"the first {len(paired)} of {len(first_of_set)} cells (every cell: cells.png)" if len(paired) < len(first_of_set) else ""
+    fig, axes = plots.panels(2 * len(paired), 4.6, 4.0, title=more)
+    fig2, axes2 = plots.panels(len(first_of_set), 4.6, 3.6)
     grid = np.linspace(task.low, task.high, 300, dtype=np.float32)
     for row, index in enumerate(first_of_set):
         entry = summary["models"][index]
         group, position = plots.group_index(summary, index)
         model = groups[group].model
         module = task.module(model)
-        ax2 = axes2[0][row]
+        if row >= len(axes2):
+            break
+        ax2 = axes2[row]
         ax2.plot(grid, grid**2, "k--", lw=1, label="x²")
         for col, (kind, when) in enumerate((("first", "after epoch 1"), ("last", f"after epoch {cfg.n_epochs}"))):
             p = plots.params_of(report.load_params(params, group, kind), position)
-            pred = np.asarray(module.apply({"params": p}, x, train=False))[:, 0]
-            ax = axes[row][col]
-            ax.scatter(y, pred, s=3, alpha=0.4)
-            lo, hi = float(y.min()), float(y.max())
-            ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-            mse = float(np.mean((pred - y) ** 2))
-            ax.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}, {when}: MSE {mse:.4g}", fontsize=9)
-            ax.set_xlabel("true y (training data)")
-            ax.set_ylabel("predicted y (eval mode)")
+            if row < len(paired):
+                pred = np.asarray(module.apply({"params": p}, x, train=False))[:, 0]
+                ax = axes[2 * row + col]
+                ax.scatter(y, pred, s=3, alpha=0.4)
+                lo, hi = float(y.min()), float(y.max())
+                ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+                mse = float(np.mean((pred - y) ** 2))
+                ax.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}, {when}: MSE {mse:.4g}", fontsize=8)
+                ax.set_xlabel("true y (training data)")
+                ax.set_ylabel("predicted y (eval mode)")
             # The effective per-input function: mean_i(w3_i) * g(x) + b3 / n_inputs.
             g = np.asarray(subnet_function(model, p, grid))
             w3, b3 = np.asarray(p["fc3"]["kernel"])[:, 0], float(np.asarray(p["fc3"]["bias"])[0])
             ax2.plot(grid, w3.mean() * g + b3 / task.n_inputs, label=f"{when}: mean(w3)·g(x) + b3/{task.n_inputs}")
-        ax2.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}: learned per-input function", fontsize=9)
+        ax2.set_title(f"{entry['group']} {entry['init']} seed {entry['seed']}: learned per-input function", fontsize=8)
         ax2.set_xlabel("x")
         ax2.legend(fontsize=7)
         ax2.grid(alpha=0.3)

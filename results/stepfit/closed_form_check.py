@@ -44,7 +44,7 @@ def direct_everywhere() -> None:
 def main(run_dir: Path) -> int:
     cfg = config.load(str(run_dir / "config.toml"))
     committed = json.loads((run_dir / "summary.json").read_text())["models"]
-    committed_history = np.load(run_dir / "history.npz")
+    committed_history = report.load_history(run_dir / "history.npz")
     direct_everywhere()
     start = time.perf_counter()
     result = sweep.run(cfg, quiet=True)
@@ -60,7 +60,7 @@ def main(run_dir: Path) -> int:
         for key in COMPARED
         if a[key] != b[key]
     ]
-    arrays = {f"history/{name}": (committed_history[name], direct_history[name]) for name in committed_history.files}
+    arrays = {f"history/{name}": (committed_history[name], direct_history[name]) for name in committed_history}
     arrays |= {f"params/{name}": (committed_params[name], direct_params[name]) for name in committed_params.files}
     differing_arrays = [name for name, (a, b) in arrays.items() if not np.array_equal(a, b, equal_nan=True)]
     check = {

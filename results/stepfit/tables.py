@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +21,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxfit import report  # noqa: E402
+from jaxfit import config, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 x = np.linspace(0.0, 1000.0, 5001, dtype=np.float32) / np.float32(1000.0)
@@ -104,15 +103,6 @@ def quantiles(steps: np.ndarray) -> str:
     return " / ".join(f"{q:,.0f}" for q in np.percentile(steps, [10, 50, 90])) if len(steps) else "-"
 
 
-def mcnemar(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar p-value: discordant pairs split as a fair coin would split them."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def wall(run: dict) -> str:
     return f"{run['run_s'] / 60:,.1f} min run + {run['compile_s']:.0f} s compile, {run['n_models']:,} models, {run['platform']} ({run['device']})"
 
@@ -169,22 +159,33 @@ def factorial() -> dict[str, dict]:
     return cells
 
 
-def verdict(cells: dict[str, dict]) -> None:
-    """Paired comparisons: for each factor, the same seed index in the two cells that differ only
-    in that factor (the other two held at each of their four combinations)."""
+COORDINATE = {"data": "model.train_on", "width": "model.width", "schedule": "schedule"}  # the engine's name of each factor
+LEVEL = {"narrow": 1, "wide": 8}  # width levels as config values
+
+
+def verdict() -> None:
+    """Paired comparisons, from the engine's analysis of the factorial run (jaxfit/analysis.py):
+    for each factor, the same seed index in the two cells that differ only in that factor (the
+    other two held at each of their four combinations), then all 400 pairs pooled."""
+    folder = ROOT / "factorial"
+    summary = json.loads((folder / "summary.json").read_text())
+    result = summary.get("analysis") or report.analyse(config.load(str(folder / "config.toml")), summary["models"])
+    by_cells = {(c["factor"], tuple(sorted((k, str(v)) for k, v in c["held"].items()))): c for c in result["comparisons"]}
+    pooled = {f["factor"]: f for f in result["factors"]}
     print("| factor: A vs B | held fixed | success A | success B | only A | only B | McNemar p |")
     print("|---|---|---|---|---|---|---|")
     for factor, (a, b) in FACTORS.items():
         others = [f for f in FACTORS if f != factor]
-        total_a = total_b = 0
         for held in itertools.product(*(FACTORS[f] for f in others)):
-            levels = dict(zip(others, held))
-            ra = cells[cell_name(**{**levels, factor: a})]["reached"]
-            rb = cells[cell_name(**{**levels, factor: b})]["reached"]
-            only_a, only_b = int(np.sum(ra & ~rb)), int(np.sum(rb & ~ra))
-            total_a, total_b = total_a + only_a, total_b + only_b
-            print(f"| {factor}: {a} vs {b} | {', '.join(held)} | {ra.sum()}/100 | {rb.sum()}/100 | {only_a} | {only_b} | {mcnemar(only_a, only_b):.2g} |")
-        print(f"| **{factor}: {a} vs {b}** | all 400 pairs | | | {total_a} | {total_b} | {mcnemar(total_a, total_b):.2g} |")
+            key = tuple(sorted((COORDINATE[f], str(LEVEL.get(level, level))) for f, level in zip(others, held)))
+            c = by_cells[(COORDINATE[factor], key)]
+            s = c["success"]
+            swapped = str(c["a"]) != str(LEVEL.get(a, a))  # the engine's A is the cell it met first
+            ra, rb, only_a, only_b = (s["b"], s["a"], s["only_b"], s["only_a"]) if swapped else (s["a"], s["b"], s["only_a"], s["only_b"])
+            print(f"| {factor}: {a} vs {b} | {', '.join(held)} | {ra}/100 | {rb}/100 | {only_a} | {only_b} | {s['p']:.2g} |")
+        f = pooled[COORDINATE[factor]]
+        only_a, only_b = (f["only_b"], f["only_a"]) if str(f["a"]) != str(LEVEL.get(a, a)) else (f["only_a"], f["only_b"])
+        print(f"| **{factor}: {a} vs {b}** | all {f['pairs']} pairs | | | {only_a} | {only_b} | {f['p']:.2g} |")
     print()
 
 
@@ -382,7 +383,7 @@ def draw_plateau() -> None:
 def main() -> None:
     seed_table()
     cells = factorial()
-    verdict(cells)
+    verdict()
     b = basin()
     seed = seed_inits()
     if seed is not None:

@@ -1,0 +1,130 @@
+"""What an experiment's methods return, checked before anything trains or is written: each is
+called (or traced with `jax.eval_shape`: nothing is computed) once per model table, and a wrong
+value is one line naming the experiment class, the method, what it returned and what is
+expected (`ExperimentError`; the CLI exits 2). An exception raised inside an experiment's own
+method is named the same way, with the file and line of the experiment's code it came from.
+"""
+from __future__ import annotations
+
+import inspect
+import traceback
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit.experiment import EvalSet, ExperimentError, NNXModule, Task, model_schemes, module_of, template
+
+
+def _short(value: Any) -> str:
+    """A returned value in a few words: its type, and its shape where it has one."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))[:6]}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"{type(value).__name__} {str(value)[:60]!r}"
+
+
+def _where(error: BaseException) -> str:
+    """The innermost frame of the error's traceback outside jax, flax and jaxfit's engine."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not any(part in f.filename for part in ("/jax/", "/jaxlib/", "/flax/", "/optax/", "/chex/", "jaxfit/checks.py"))]
+    return f" ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+
+
+class Checker:
+    """Calls an experiment's methods and names the first mistake."""
+
+    def __init__(self, task: Task):
+        self.task, self.name = task, type(task).__name__
+
+    def fail(self, method: str, returned: str, expected: str) -> ExperimentError:
+        return ExperimentError(f"experiment {self.name}: {method} returned {returned}; expected {expected}")
+
+    def call(self, method: str, fn: Callable, *args: Any) -> Any:
+        """fn(*args), an exception in the experiment's code named in one line."""
+        try:
+            return fn(*args)
+        except ExperimentError:
+            raise
+        except Exception as error:  # noqa: BLE001 -- the experiment's own code
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise ExperimentError(f"experiment {self.name}: {method} raised {type(error).__name__}: {first}{_where(error)}") from None
+
+    def traced(self, method: str, fn: Callable, *args: Any) -> Any:
+        """The shapes `fn(*args)` returns, traced (nothing computed)."""
+        return self.call(method, lambda: jax.eval_shape(fn, *args))
+
+
+def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: int, seed: int = 0) -> Any:
+    """Call every method the engine will call, for each model table, and check what it returns;
+    the experiment's data (`data(eval_chunk)`, made once)."""
+    c = Checker(task)
+    shape = c.call("input_shape()", task.input_shape)
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise c.fail("input_shape()", _short(shape), "a tuple of positive ints, one sample's shape, e.g. (2,)")
+    steps = c.call(f"steps_per_epoch({batch_size})", task.steps_per_epoch, batch_size)
+    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 1:
+        raise c.fail(f"steps_per_epoch({batch_size})", _short(steps), "an int >= 1")
+    data = c.call(f"data({eval_chunk})", task.data, eval_chunk)
+    odd = [leaf for leaf in jax.tree.leaves(data) if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or
+                                           (isinstance(leaf, int | float) and not isinstance(leaf, bool)))]
+    if odd:
+        raise c.fail(f"data({eval_chunk})", _short(odd[0] if odd else data),
+                     "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
+    if type(task).evaluate is Task.evaluate:
+        sets = getattr(data, "eval_sets", None)
+        if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
+            raise c.fail(f"data({eval_chunk})", _short(data), "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
+                         "which the default evaluate() reads; or define evaluate()")
+    key, step = jax.random.key(seed), jnp.int32(0)
+    for model in models:
+        _check_model(c, task, model, shape, data, key, step, batch_size)
+    return data
+
+
+def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, key: jax.Array, step: jax.Array, batch_size: int) -> None:
+    table = f"model table {model.name!r}"
+    module = c.call(f"module({table})", module_of, task, model)
+    if not isinstance(module, nn.Module | NNXModule):
+        raise c.fail(f"module({table})", _short(module), "a flax.linen.Module or a flax.nnx.Module")
+    signature = module.call_signature if isinstance(module, NNXModule) else inspect.signature(type(module).__call__)
+    if "train" not in signature.parameters:
+        raise c.fail(f"module({table})", f"{type(getattr(module, 'module', module)).__name__}, whose __call__ takes no `train`",
+                     "a module called as module(x, train=...) (train: dropout and the like on or off)")
+    shapes = c.call(f"module({table}).init", template, module, shape)
+    structure = jax.tree.structure(shapes)
+    for scheme in model_schemes(type(model)):
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        params = c.traced(f"init_params({table}, ..., {scheme!r}, key)", lambda k, scheme=scheme: task.init_params(model, zeros, scheme, k), key)
+        if jax.tree.structure(params) != structure or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes))):
+            raise c.fail(f"init_params({table}, ..., {scheme!r}, key)", "parameters of other names or shapes",
+                         f"the module's own tree: {jax.tree.map(lambda s: tuple(s.shape), shapes)}")
+    order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
+    method = f"batch(data, {table}, ...)"
+    batch = c.traced(method, lambda d, k, s, o: task.batch(d, model, o, k, s, s, batch_size), data, key, step, order)
+    if not isinstance(batch, tuple) or len(batch) != 2 or not all(hasattr(a, "shape") for a in batch):
+        raise c.fail(method, _short(batch), "a tuple (x, y) of two arrays")
+    x, y = batch
+    if x.ndim < 1 or tuple(x.shape[1:]) != shape:
+        raise c.fail(method, f"x of shape {tuple(x.shape)}", f"x of shape [batch, {', '.join(map(str, shape))}] (input_shape() = {shape})")
+    if y.ndim < 1 or y.shape[0] != x.shape[0]:
+        raise c.fail(method, f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}", "as many targets as inputs (y.shape[0] == x.shape[0])")
+    variables = {"params": shapes}
+    pred = c.traced(f"module({table})(x, train=True)", lambda v, x: module.apply(v, x, train=True, rngs={"dropout": key}), variables, x)
+    loss = c.traced("loss(pred, y)", task.loss, pred, y)
+    if not hasattr(loss, "shape") or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise c.fail("loss(pred, y)", _short(loss), "one float number (a scalar), the batch's mean loss")
+    evals = c.traced("evaluate(module, params, data)", lambda p, d: task.evaluate(module, p, d), shapes, data)
+    if not isinstance(evals, dict) or not evals:
+        raise c.fail("evaluate(module, params, data)", _short(evals), "a dict of metrics, e.g. {'val_loss': ...}")
+    for name, value in evals.items():
+        if not isinstance(name, str) or not hasattr(value, "shape") or value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+            raise c.fail("evaluate(module, params, data)", f"{name!r}: {_short(value)}", "one float number (a scalar) per metric")
+    if task.monitor not in evals:
+        raise c.fail("evaluate(module, params, data)", f"the metrics {sorted(evals)}",
+                     f"the monitored metric {task.monitor!r} among them (the class's `monitor`)")

@@ -1,0 +1,181 @@
+"""The statistics every run's report carries (jaxfit/analysis.py): the tests against scipy, the
+cells and their pairing, the committed factorial's verdict reproduced by the engine, and the
+figures at 2, 8 and 64 cells."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxfit import analysis, report, run
+
+ROOT = Path(__file__).resolve().parent.parent
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+@pytest.mark.parametrize("n, ties, seed", [(5, False, 0), (12, False, 1), (40, False, 2), (30, True, 3), (200, False, 4), (80, True, 5)])
+def test_the_signed_rank_test_is_scipys(n, ties, seed):
+    rng = np.random.default_rng(seed)
+    d = rng.normal(0.3, 1.0, n)
+    if ties:
+        d = np.round(d, 1)
+    d = d[d != 0]
+    method = "exact" if len(d) <= 50 and not ties else "approx"
+    expected = scipy_stats.wilcoxon(d, method=method, correction=False).pvalue
+    assert analysis.signed_rank(d)[1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("only_a, only_b", [(0, 0), (1, 0), (3, 9), (8, 228), (14, 28), (50, 50)])
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_seeds(only_a, only_b):
+    expected = 1.0 if only_a + only_b == 0 else scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert analysis.mcnemar(only_a, only_b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_rank_biserial_effect_runs_from_minus_one_to_one():
+    assert analysis.rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
+    assert analysis.rank_biserial(np.array([-1.0, -2.0])) == -1.0
+    assert analysis.rank_biserial(np.array([1.0, -1.0])) == 0.0
+
+
+def test_groups_are_told_apart_by_what_differs_between_them():
+    groups = {
+        "narrow_constant": {"model": {"name": "mlp", "width": 1, "init": ["he"]}, "schedule": {"name": "constant"}},
+        "wide_cyclic": {"model": {"name": "mlp", "width": 8, "init": ["he"]}, "schedule": {"name": "cyclic", "max_lr": 0.5}},
+        "twin": {"model": {"name": "mlp", "width": 8, "init": ["he"]}, "schedule": {"name": "cyclic", "max_lr": 0.5}},
+    }
+    coords = analysis.group_coordinates(groups)
+    assert coords["narrow_constant"] == {"group": "narrow_constant", "model.width": 1, "schedule": "constant"}
+    assert coords["wide_cyclic"]["schedule"] == "cyclic" and "schedule.max_lr" not in coords["wide_cyclic"]  # a whole table is one coordinate
+    assert analysis.group_coordinates({"only": groups["twin"]}) == {"only": {}}
+
+
+def synthetic(n_seeds: int = 40) -> tuple[list[dict], dict]:
+    """Two groups (width 1, 8) x two learning rates: width decides success for most seeds, the
+    learning rate for none; the same seed index is the same draw in every cell."""
+    rng = np.random.default_rng(0)
+    luck = rng.uniform(size=n_seeds)
+    models = []
+    for group, width in (("narrow", 1), ("wide", 8)):
+        for lr in (0.1, 0.2):
+            for seed in range(n_seeds):
+                reached = bool(luck[seed] < (0.2 if width == 1 else 0.8))
+                models.append({"group": group, "seed": seed, "init": "he", "optim.lr": lr, "reached": reached, "diverged": False,
+                               "steps": int(1000 * (1 + luck[seed])) if reached else 5000, "stop_step": int(1000 * (1 + luck[seed])) if reached else None,
+                               "val_loss_final": 0.001 if reached else 0.0658 * (1 + 0.001 * luck[seed])})
+    groups = {"narrow": {"model": {"name": "mlp", "width": 1}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}},
+              "wide": {"model": {"name": "mlp", "width": 8}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}}}
+    return models, groups
+
+
+def test_cells_pair_on_shared_seeds_and_the_factor_that_matters_comes_first():
+    models, groups = synthetic()
+    result = analysis.analyse(models, groups, "val_loss", 0.005, 5000)
+    assert [c["n"] for c in result["cells"]] == [40] * 4 and len(result["comparisons"]) == 4  # 2 width pairs, 2 lr pairs
+    width, lr = result["factors"]
+    assert (width["factor"], width["a"], width["b"], width["strata"], width["pairs"]) == ("model.width", 1, 8, 2, 80)
+    expected_only_b = 2 * sum(0.2 <= u < 0.8 for u in np.random.default_rng(0).uniform(size=40))
+    assert (width["only_a"], width["only_b"]) == (0, expected_only_b) and width["p"] < 1e-6
+    assert (lr["factor"], lr["only_a"], lr["only_b"], lr["p"]) == ("optim.lr", 0, 0, 1.0)
+    stuck = [m["val_loss_final"] for m in models if not m["reached"]]
+    assert result["outcome_classes"] == ["reached", f"≈{np.median(stuck):.4g}"]  # one plateau class, named by its level
+    one = next(c for c in result["comparisons"] if c["factor"] == "model.width")
+    assert one["notes"] == [] and one["steps"]["pairs"] == sum(m["reached"] for m in models if m["group"] == "wide" and m["optim.lr"] == 0.1)
+    assert next(c for c in result["comparisons"] if c["factor"] == "optim.lr")["notes"] == [
+        "0 discordant seeds: too few for McNemar to reach p < 0.05"]
+
+
+def test_few_seeds_are_said_to_be_few():
+    models, groups = synthetic(n_seeds=3)
+    result = analysis.analyse(models, groups, "val_loss", 0.005, 5000)
+    assert all(any("too few" in note for note in c["notes"]) for c in result["comparisons"])
+
+
+def test_the_fraction_reached_by_step_counts_each_models_stop_step():
+    models, _ = synthetic()
+    cell = analysis.Cell((), tuple(range(40)))
+    steps = np.array([0, 1000, 1500, 1999, 5000])
+    share, low, high = analysis.reached_by(models, cell, steps)
+    stops = np.array([m["stop_step"] if m["reached"] else np.inf for m in models[:40]])
+    np.testing.assert_array_equal(share, [(stops <= t).mean() for t in steps])
+    assert np.all(low <= share) and np.all(share <= high)
+
+
+def test_the_engine_reproduces_the_factorials_committed_verdict():
+    """results/stepfit/REPORT.md: width 228 vs 8 discordant seeds (p = 4e-57), fresh samples 25 vs 3,
+    CyclicLR 14 vs 28 (p = 0.044), each over 400 pairs in 4 strata."""
+    folder = ROOT / "results" / "stepfit" / "factorial"
+    models = json.loads((folder / "summary.json").read_text())["models"]
+    groups = tomllib.loads((folder / "config.toml").read_text())["groups"]
+    factors = {f["factor"]: f for f in analysis.analyse(models, groups, "val_loss", 0.005, 1_000_001)["factors"]}
+    assert {k: (f["only_a"], f["only_b"], f["pairs"], f["strata"]) for k, f in factors.items()} == {
+        "model.width": (8, 228, 400, 4), "model.train_on": (25, 3, 400, 4), "schedule": (28, 14, 400, 4)}
+    assert f"{factors['model.width']['p']:.1g}" == "4e-57" and f"{factors['schedule']['p']:.2g}" == "0.044"
+    assert list(factors) == ["model.width", "model.train_on", "schedule"]  # largest change in success first
+
+
+@pytest.mark.parametrize("n_lr", [1, 4, 32])  # 2, 8 and 64 cells
+def test_summary_and_figures_at_2_8_and_64_cells(tmp_path, capsys, n_lr):
+    """A spirals sweep with 2 init schemes x n_lr learning rates: the report holds the paired
+    analysis, and each figure wraps at 4 panels a row (at most 64 panels)."""
+    import matplotlib.image
+
+    lrs = ",".join(str(0.001 * (k + 1)) for k in range(n_lr))
+    out = tmp_path / "run"
+    args = ["--config", str(ROOT / "examples" / "spirals.toml"), "--set", "sweep.n_seeds=2", "--set", "train.steps=50",
+            "--set", f"optim.lr=[{lrs}]", "--set", "train.stop_at=0.6", "--quiet", "--out", str(out)]
+    assert run.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cells = summary["analysis"]["cells"]
+    assert len(cells) == 2 * n_lr and {c["n"] for c in cells} == {2}
+    text = (out / "summary.md").read_text()
+    assert "## Outcomes per cell" in text and "### Factors, pooled over the others" in text
+    assert {f["factor"] for f in summary["analysis"]["factors"]} == ({"init", "optim.lr"} if n_lr > 1 else {"init"})
+    for name in ("loss_curves.png", "reached_by_step.png", "cells.png"):
+        height, width = matplotlib.image.imread(out / name).shape[:2]
+        if name != "cells.png":
+            columns = min(4, 2 * n_lr)
+            rows = -(-min(2 * n_lr, 64) // 4)
+            assert width <= 4.7 * columns * 110 + 10 and height <= 3.9 * rows * 110 + 60, (name, width, height)
+    assert report.main([str(out)]) == 0  # the analysis is recomputed from the files: the same
+    assert json.loads((out / "summary.json").read_text())["analysis"] == summary["analysis"]
+
+
+# ----------------------------------------------------------------------------- run files sized for many models
+
+
+def test_a_metric_the_same_across_a_seed_set_is_stored_once_and_read_back_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    set_index = np.repeat(np.arange(3), 4)
+    train_loss = rng.uniform(size=(12, 5)).astype(np.float32)
+    train_loss[0, 3:] = np.nan  # model 0 stopped after 3 points
+    lr = np.where(np.isfinite(train_loss), np.array([0.1, 0.2, 0.3], np.float32)[set_index, None], np.nan).astype(np.float32)
+    val = rng.uniform(size=(12, 5)).astype(np.float32)
+    arrays = {"step": np.arange(5), "train_loss": train_loss, "lr": lr, "val_loss": val}
+    packed = report.pack_history(arrays, set_index)
+    assert "lr" not in packed and packed["lr@set"].shape == (3, 5) and "val_loss" in packed  # val_loss differs per model
+    np.savez_compressed(tmp_path / "history.npz", **packed)
+    back = report.load_history(tmp_path / "history.npz")
+    assert back.keys() == arrays.keys()
+    for name, values in arrays.items():
+        assert back[name].dtype == values.dtype and np.array_equal(back[name], values, equal_nan=True), name
+    lr[5, 2] = 0.25  # one model of a set differs: stored whole
+    assert "lr" in report.pack_history({**arrays, "lr": lr}, set_index)
+    np.savez(tmp_path / "old.npz", **arrays)  # a folder written before packing reads the same
+    assert all(np.array_equal(report.load_history(tmp_path / "old.npz")[k], v, equal_nan=True) for k, v in arrays.items())
+
+
+def test_a_runs_files_are_compressed_and_read_back_whole(tmp_path, stepfit_run):
+    """A fresh run's history.npz and params.npz are compressed zip members; the summary of a
+    1,001-model run would be compact JSON (10,000 models: a fifth smaller than indented)."""
+    import zipfile
+
+    for name in ("history.npz", "params.npz"):
+        with zipfile.ZipFile(stepfit_run / name) as z:
+            assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}, name
+    assert "lr@set" in np.load(stepfit_run / "history.npz").files and report.load_history(stepfit_run / "history.npz")["lr"].shape == (6, 300)
+    report.write_json(tmp_path / "big.json", {"models": [{"a": 1}] * 1001})
+    report.write_json(tmp_path / "small.json", {"models": [{"a": 1}] * 3})
+    assert "\n" not in (tmp_path / "big.json").read_text() and "\n" in (tmp_path / "small.json").read_text()
