@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxfit import Task, bounded, make_eval_set, mean_over, register
+from jaxfit import Task, bounded, register
 
 
 def spirals(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,22 +52,22 @@ class Spirals(Task):  # the [task] table, and what it trains
     def input_shape(self):
         return (2,)
 
-    def data(self, eval_chunk):
-        return {"train": spirals(self.n_train, self.noise, 0), "val": make_eval_set(*spirals(self.n_val, self.noise, 1), eval_chunk)}
+    def data(self):  # fixed arrays; eval sets as plain (x, y)
+        return {"train": spirals(self.n_train, self.noise, 0), "eval": {"val": spirals(self.n_val, self.noise, 1)}}
 
-    def batch(self, data, model, order, key, step, step_in_epoch, batch_size):  # a random minibatch each step
-        index = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, self.n_train)
-        return data["train"][0][index], data["train"][1][index]
+    def sampler(self, model, batch_size):  # a random minibatch each step
+        def sample(data, key, step):
+            index = jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, self.n_train)
+            return data["train"][0][index], data["train"][1][index]
+
+        return sample
 
     def module(self, model):
         return Net(model.width)
 
-    def loss(self, logits, label):
+    def loss(self, logits, label):  # a batch's training loss
         return optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()
 
-    def evaluate(self, module, params, data):
-        def logits(x):
-            return module.apply({"params": params}, x, train=False)
-
-        return {"val_loss": mean_over(data["val"], lambda x, y: optax.softmax_cross_entropy_with_integer_labels(logits(x), y)),
-                "val_accuracy": mean_over(data["val"], lambda x, y: (jnp.argmax(logits(x), -1) == y).astype(jnp.float32))}
+    def metrics(self, logits, label):  # per sample, averaged over each eval set: val_loss, val_accuracy
+        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, label),
+                "accuracy": (jnp.argmax(logits, -1) == label).astype(jnp.float32)}

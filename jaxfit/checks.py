@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.experiment import EvalSet, ExperimentError, NNXModule, Task, model_schemes, module_of, template
+from jaxfit.experiment import EvalSet, ExperimentError, NNXModule, Task, model_schemes, module_of, run_data, template, uses_epoch_order, uses_sampler
 
 
 def _short(value: Any) -> str:
@@ -70,16 +70,22 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
     steps = c.call(f"steps_per_epoch({batch_size})", task.steps_per_epoch, batch_size)
     if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 1:
         raise c.fail(f"steps_per_epoch({batch_size})", _short(steps), "an int >= 1")
-    data = c.call(f"data({eval_chunk})", task.data, eval_chunk)
+    sampled = uses_sampler(task)
+    made = "data()" if sampled else f"data({eval_chunk})"
+    data = c.call(made, run_data, task, eval_chunk)
     odd = [leaf for leaf in jax.tree.leaves(data) if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or
                                            (isinstance(leaf, int | float) and not isinstance(leaf, bool)))]
     if odd:
-        raise c.fail(f"data({eval_chunk})", _short(odd[0] if odd else data),
-                     "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
-    if type(task).evaluate is Task.evaluate:
+        raise c.fail(made, _short(odd[0] if odd else data), "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
+    if sampled and type(task).evaluate is Task.evaluate:
+        sets = data.get("eval") if isinstance(data, dict) else None
+        if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
+            raise c.fail(made, _short(data), "a dict with an \"eval\" entry {name: (x, y)} of plain arrays (the eval sets), "
+                         "which the default evaluate() reads; or define evaluate()")
+    elif type(task).evaluate is Task.evaluate:
         sets = getattr(data, "eval_sets", None)
         if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
-            raise c.fail(f"data({eval_chunk})", _short(data), "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
+            raise c.fail(made, _short(data), "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
                          "which the default evaluate() reads; or define evaluate()")
     key, step = jax.random.key(seed), jnp.int32(0)
     for model in models:
@@ -104,9 +110,21 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
         if jax.tree.structure(params) != structure or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes))):
             raise c.fail(f"init_params({table}, ..., {scheme!r}, key)", "parameters of other names or shapes",
                          f"the module's own tree: {jax.tree.map(lambda s: tuple(s.shape), shapes)}")
-    order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
-    method = f"batch(data, {table}, ...)"
-    batch = c.traced(method, lambda d, k, s, o: task.batch(d, model, o, k, s, s, batch_size), data, key, step, order)
+    if uses_sampler(task):
+        sample = c.call(f"sampler({table}, {batch_size})", task.sampler, model, batch_size)
+        if not callable(sample):
+            raise c.fail(f"sampler({table}, {batch_size})", _short(sample), "a function (data, key, step) -> (x, y)")
+        if uses_epoch_order(task):
+            order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
+            method = f"sampler({table}, {batch_size})(data, key, step, order)"
+            batch = c.traced(method, sample, data, key, step, order)
+        else:
+            method = f"sampler({table}, {batch_size})(data, key, step)"
+            batch = c.traced(method, sample, data, key, step)
+    else:
+        order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
+        method = f"batch(data, {table}, ...)"
+        batch = c.traced(method, lambda d, k, s, o: task.batch(d, model, o, k, s, s, batch_size), data, key, step, order)
     if not isinstance(batch, tuple) or len(batch) != 2 or not all(hasattr(a, "shape") for a in batch):
         raise c.fail(method, _short(batch), "a tuple (x, y) of two arrays")
     x, y = batch

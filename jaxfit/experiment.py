@@ -4,22 +4,32 @@ An experiment is a `Task` subclass, registered with `@register`: a frozen datacl
 are its `[task]` config table (its `name` field's default is the experiment's name, what a
 config's `task.name` picks) and whose methods say what it trains. It must give
 
-    models                  the model tables it accepts (dataclasses with `name` and `init`)
-    input_shape()           one sample's input shape
-    data(eval_chunk)        the fixed arrays of a run (host numpy; any pytree)
-    batch(data, model, order, key, step, step_in_epoch, batch_size)
-                            the (x, y) a model of table `model` trains on at a step (inside jit)
-    module(model)           the Flax module of a model table
+    models                      the model tables it accepts (dataclasses with `name` and
+                                `init: tuple[Literal[scheme, ...], ...]`)
+    input_shape()               one sample's input shape
+    data()                      its fixed arrays (host numpy, any pytree); a dict whose "eval"
+                                entry maps each eval set's name to plain (x, y) arrays
+    sampler(model, batch_size)  bound once per model table: (data, key, step) -> (x, y), the
+                                batch a model trains on at a step (traced inside jit)
+    module(model)               the Flax module of a model table, linen or NNX, called as
+                                module(x, train=...)
 
-and may override the defaults: one step per epoch and no epoch order (`steps_per_epoch`,
-`epoch_order`), PyTorch's init schemes (`init_params`), MSE (`loss`, `evaluate`: one
-`NAME_loss` per eval set), `val_loss` monitored, lower is better (`monitor`, `goal`: what
-`train.stop_at` and the best parameters look at), cross-key checks (`check`), a closed-form
-filter for the monitored metric (`val_bound`), plots (`plots`: the common loss curves).
+and may override the defaults: `loss` (MSE of a batch), `metrics` (per sample, averaged over
+each eval set as `SET_NAME`; default `loss`, the squared error, so `val_loss` is MSE),
+`monitor`/`goal` (`val_loss`, lower is better: what `train.stop_at` and the best parameters
+look at), `init_params` (PyTorch's init schemes), `steps_per_epoch` (1), `epoch_order` (what
+every step of an epoch shares, e.g. a shuffle; the sampler's function then takes it as a fourth
+argument), `check` (cross-key checks), `evaluate` (a whole evaluation of one's own),
+`val_bound`/`full_batch_loss` (closed forms), `plots` (the common loss curves), `host_bytes`.
+An experiment written for the interface before the sampler (`data(eval_chunk)` with
+`make_eval_set`, `batch(data, model, order, key, step, step_in_epoch, batch_size)`, `evaluate`
+reading `data.eval_sets`) runs unchanged.
 
-The engine never names an experiment: it calls these methods. Built-in experiments live in
-`jaxfit/experiments/`; one from outside the package is imported by the config's top-level
-`experiment` key (a .py file beside the config, or an importable module name).
+What a class declares is checked when it is chosen (`check_experiment`), what its methods return
+before anything trains (checks.py); each mistake is one line naming the class. The engine never
+names an experiment: it calls these methods. Built-in experiments live in `jaxfit/experiments/`;
+one from outside the package is imported by the config's top-level `experiment` key (a .py file
+beside the config, which may import modules beside it, or an importable module name).
 """
 from __future__ import annotations
 
@@ -83,6 +93,37 @@ def mean_over(eval_set: EvalSet, per_sample: Callable[[jax.Array, jax.Array], ja
 
     total = scan(chunk, jnp.float32(0), (eval_set.x, eval_set.y, eval_set.weight))
     return total / fixed_order_sum(eval_set.weight.reshape(-1))  # a count: exact in float32
+
+
+def means_over(eval_set: EvalSet, per_sample: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]) -> dict[str, jax.Array]:
+    """`mean_over` for each of several per-sample metrics (one pass over the chunks each: XLA
+    keeps each pass's arithmetic as a single metric's, so a metric's bits do not depend on which
+    others are computed beside it)."""
+    names = jax.eval_shape(per_sample, eval_set.x[0], eval_set.y[0])
+    return {k: mean_over(eval_set, lambda x, y, k=k: per_sample(x, y)[k]) for k in names}
+
+
+def uses_sampler(task: Any) -> bool:
+    """Whether an experiment gives a `sampler` (else the `batch` of the interface before it)."""
+    return type(task).sampler is not Task.sampler
+
+
+def uses_epoch_order(task: Any) -> bool:
+    """Whether an experiment shares something between the steps of an epoch (`epoch_order`): its
+    sampler's function then takes it as a fourth argument."""
+    return type(task).epoch_order is not Task.epoch_order
+
+
+def run_data(task: Any, eval_chunk: int) -> Any:
+    """An experiment's fixed arrays as the engine passes them into jit: with a `sampler`,
+    `data()` with each eval set of its "eval" entry cut into chunks (`make_eval_set`); with
+    `batch`, `data(eval_chunk)` as the experiment made it."""
+    if not uses_sampler(task):
+        return task.data(eval_chunk)
+    data = task.data()
+    if isinstance(data, dict) and isinstance(data.get("eval"), dict) and all(isinstance(v, tuple) and len(v) == 2 for v in data["eval"].values()):
+        data = {**data, "eval": {name: make_eval_set(np.asarray(x), np.asarray(y), eval_chunk) for name, (x, y) in data["eval"].items()}}
+    return data
 
 
 def mse(module: nn.Module, params: Params, eval_set: EvalSet) -> jax.Array:
@@ -163,14 +204,32 @@ class Task:
     def input_shape(self) -> tuple[int, ...]:
         raise NotImplementedError(f"{type(self).__name__}.input_shape")
 
-    def data(self, eval_chunk: int) -> Any:
-        """The fixed arrays of a run (host numpy); `evaluate` by default reads `data.eval_sets`,
-        a dict of `EvalSet`s made with `make_eval_set(x, y, eval_chunk)`."""
+    def data(self, *eval_chunk: int) -> Any:
+        """The fixed arrays of a run (host numpy), any pytree. With a `sampler`: `data()` (no
+        argument), a dict whose "eval" entry maps each eval set's name to its plain arrays
+        `(x, y)`; the engine cuts them into chunks of train.eval_batch_size samples. With `batch`
+        (the interface before the sampler): `data(eval_chunk)`, `evaluate` by default reading
+        `data.eval_sets`, a dict of `make_eval_set(x, y, eval_chunk)`."""
         raise NotImplementedError(f"{type(self).__name__}.data")
 
+    def sampler(self, model: Any, batch_size: int) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None:
+        """The function `(data, key, step) -> (x [batch_size, *input_shape], y)` that a model of
+        table `model` trains on at global step `step` (traced inside jit; `key` is the model's data
+        key, drawn from its seed index alone: models of one seed index see the same batches).
+        Bound once per model table, as optax binds a transformation's hyperparameters. None (the
+        default): the experiment gives `batch` instead."""
+        return None
+
+    def metrics(self, pred: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        """With a `sampler`: eval-mode metrics per sample ([chunk] each); the engine averages each
+        over every eval set S of data()["eval"] as `S_NAME`. Default: `loss`, the squared error
+        summed over outputs (so `val_loss` is MSE on eval set "val")."""
+        return {"loss": fixed_order_sum(((pred - y) ** 2).reshape(pred.shape[0], -1))}
+
     def epoch_order(self, data: Any, key: jax.Array, epoch: jax.Array) -> Any:
-        """What every step of an epoch shares (e.g. a permutation of the training set); passed to
-        `batch` as `order`."""
+        """Optional: what every step of an epoch shares (e.g. a permutation of the training set),
+        computed once an epoch; the sampler's function then takes it as a fourth argument,
+        `(data, key, step, order)` (`batch`'s `order`)."""
         return None
 
     def batch(self, data: Any, model: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
@@ -200,7 +259,12 @@ class Task:
         return None
 
     def evaluate(self, module: nn.Module, params: Params, data: Any) -> dict[str, jax.Array]:
-        """Eval-mode metrics (scalars) after every interval: `NAME_loss` (MSE) per eval set."""
+        """Eval-mode metrics (scalars) after every interval. With a `sampler`: each of `metrics`
+        averaged over every eval set (`val_loss`, `val_accuracy`, ...); with `batch`: `NAME_loss`
+        (MSE) per eval set of `data.eval_sets`."""
+        if uses_sampler(self):
+            return {f"{name}_{metric}": value for name, eval_set in data["eval"].items()
+                    for metric, value in means_over(eval_set, lambda x, y: self.metrics(module.apply({"params": params}, x, train=False), y)).items()}
         return {f"{name}_loss": mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
 
     def val_bound(self, model: Any, eval_chunk: int) -> Callable[[Params], tuple[jax.Array, jax.Array]] | None:
@@ -233,7 +297,7 @@ def register(cls: type[Task]) -> type[Task]:
 
 
 GOALS = ("min", "max")
-REQUIRED = ("input_shape", "data", "batch", "module")  # what every experiment must define
+REQUIRED = ("input_shape", "data", "module")  # what every experiment must define, and a sampler (or batch)
 
 
 def model_schemes(table: type) -> tuple[str, ...]:
@@ -255,7 +319,10 @@ def check_experiment(cls: type[Task]) -> None:
         raise ExperimentError(f"{where}: monitor = {cls.monitor!r}: must name one of evaluate's metrics, e.g. 'val_loss'")
     missing = [m for m in REQUIRED if getattr(cls, m) is getattr(Task, m)]
     if missing:
-        raise ExperimentError(f"{where}: defines no {missing[0]}(); an experiment must define {', '.join(REQUIRED)}")
+        raise ExperimentError(f"{where}: defines no {missing[0]}(); an experiment must define {', '.join(REQUIRED)} and sampler")
+    if cls.sampler is Task.sampler and cls.batch is Task.batch:
+        raise ExperimentError(f"{where}: defines no sampler(model, batch_size), which returns the (data, key, step) -> (x, y) "
+                              "a model trains on")
     if not isinstance(cls.models, tuple | list) or not cls.models:
         raise ExperimentError(f"{where}: models = {cls.models!r}: must be a tuple of at least one model table "
                               "(a frozen dataclass with `name` and `init` fields)")

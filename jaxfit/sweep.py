@@ -425,6 +425,11 @@ def _quiet_closed_loop_noise() -> None:
     sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
+def _unretrieved(record: logging.LogRecord) -> bool:
+    """False for asyncio's 'exception was never retrieved' reports (a failed write's futures)."""
+    return "exception was never retrieved" not in str(record.msg)
+
+
 class _HeldLogs(logging.Filter):
     """Holds orbax's error records while a checkpoint is written; `release` logs them after all
     (the write succeeded), else they are dropped: the failure is reported in one line."""
@@ -464,6 +469,7 @@ class Checkpoints:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
         except Exception as error:  # orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)
             warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)  # orbax's abandoned writes
+            logging.getLogger("asyncio").addFilter(_unretrieved)  # ... and their futures, reported when collected
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise OSError(f"checkpoint {step} could not be written ({type(error).__name__}: {first})") from None
         finally:

@@ -32,7 +32,7 @@ from flax import struct
 
 from jaxfit import optim
 from jaxfit.config import Config, Group
-from jaxfit.experiment import ExperimentError, Task, model_schemes, module_of, template
+from jaxfit.experiment import Task, module_of, template, uses_epoch_order, uses_sampler
 from jaxfit.kernels import scan
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
@@ -170,26 +170,17 @@ def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
 
 
-def check_init_schemes(task: Task, model: Any, shapes: Any) -> None:
-    """Every init scheme model table `model` allows has code (`task.init_params` traced for each,
-    nothing computed); ExperimentError names the first that has none."""
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    for scheme in model_schemes(type(model)):
-        try:
-            jax.eval_shape(lambda key, scheme=scheme: task.init_params(model, zeros, scheme, key), jax.random.key(0))
-        except Exception as error:  # noqa: BLE001 -- the experiment's code: named in one line
-            first = (str(error).strip().splitlines() or [""])[0][:200]
-            raise ExperimentError(f"experiment {type(task).__name__}: model table {type(model).__name__} allows init {scheme!r}, "
-                                  f"but {type(task).__name__}.init_params fails for it ({type(error).__name__}: {first})") from None
-
-
 def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
              batch_size: int):
     """The (x, y) a model of table `model` trains on at global step `step`: the given batches,
     or the task's."""
     if data.batches is not None:
         return data.batches[0][step], data.batches[1][step]
-    x, y = task.batch(data.task, model, order, key, step, step_in_epoch, batch_size)
+    if uses_sampler(task):
+        sample = task.sampler(model, batch_size)
+        x, y = sample(data.task, key, step, order) if uses_epoch_order(task) else sample(data.task, key, step)
+    else:
+        x, y = task.batch(data.task, model, order, key, step, step_in_epoch, batch_size)
     chex.assert_shape(x, (None, *task.input_shape()))  # checked while tracing: an experiment's mistake, named
     chex.assert_equal_shape_prefix([x, y], 1)
     return x, y
@@ -241,7 +232,6 @@ def make_train(cfg: Config, group: Group) -> Trainer:
     module = module_of(task, group.model)
     step_fn = make_step(cfg, group)
     shapes = template(module, task.input_shape())
-    check_init_schemes(task, group.model, shapes)
     steps_per_epoch = cfg.steps_per_epoch
     n_steps = total_steps(cfg)
     chunk = chunk_intervals(cfg)

@@ -71,8 +71,7 @@ def test_an_outside_experiment_runs_from_the_cli(tmp_path, capsys):
     sets = [a for o in SMALL_SPIRALS for a in ("--set", o)]
     assert run.main(["--config", str(SPIRALS), *sets, "--quiet", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    with np.load(out / "history.npz") as history:
-        check_spirals(summary, dict(history), 0.9)
+    check_spirals(summary, report.load_history(out / "history.npz"), 0.9)
     assert "reached: val_accuracy >= 0.9" in (out / "summary.md").read_text() and (out / "loss_curves.png").is_file()
     saved = config.load(str(out / "config.toml"))  # the run's config finds the experiment's file again
     assert saved.experiment == str(SPIRALS.parent / "spirals.py") and saved.task.name == "spirals"
@@ -156,9 +155,9 @@ def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
     from jaxfit.experiments.stepfit import StepfitTask
 
     cfg = config.load("stepfit", ["train.steps=10", "sweep.n_seeds=1"])
-    batch = StepfitTask.batch
-    monkeypatch.setattr(StepfitTask, "batch", lambda self, *args: tuple(a[:, None] for a in batch(self, *args)))
-    with pytest.raises(ExperimentError, match=r"StepfitTask: batch\(data, model table 'mlp', ...\) returned x of shape \(100, 1, 1\)"):
+    sampler = StepfitTask.sampler
+    monkeypatch.setattr(StepfitTask, "sampler", lambda self, *args: lambda *a: tuple(v[:, None] for v in sampler(self, *args)(*a)))
+    with pytest.raises(ExperimentError, match=r"StepfitTask: sampler\(model table 'mlp', 100\)\(data, key, step\) returned x of shape \(100, 1, 1\)"):
         sweep.prepare(cfg)
     monkeypatch.undo()
     monkeypatch.setattr(StepfitTask, "evaluate", lambda self, module, params, data: {"val_loss": jnp.zeros(3)})

@@ -301,7 +301,7 @@ def test_reports_handle_diverged_and_never_trained_models(tmp_path, capsys, args
     assert report.main([str(out)]) == 0  # redraws from the files alone
     assert sorted(p.name for p in out.glob("*.png")) == pngs
     if any(m["diverged"] for m in summary["models"]):
-        assert "diverged_step" in printed and np.isnan(np.load(out / "history.npz")["val_loss"]).any()
+        assert "diverged_step" in printed and np.isnan(report.load_history(out / "history.npz")["val_loss"]).any()
 
 
 @pytest.mark.bad_input

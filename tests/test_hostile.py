@@ -56,7 +56,7 @@ CLASS_MISTAKES = [
     ("init_untyped", [('init: tuple[Literal["torch_default", "he"], ...]', "init: tuple[str, ...]")], "TanhNet.init must be typed"),
     ("init_no_code", [('Literal["torch_default", "he"]', 'Literal["torch_default", "xavier"]')], "allows init 'xavier', but no code"),
     ("two_tables_one_name", [("models = (TanhNet,)", "models = (TanhNet, TanhNet)")], "two model tables are named 'tanh_net'"),
-    ("no_batch", [("    def batch(", "    def batch_(")], "defines no batch()"),
+    ("no_sampler", [("    def sampler(", "    def sampler_(")], "defines no sampler(model, batch_size)"),
     ("no_module", [("    def module(", "    def module_(")], "defines no module()"),
 ]
 
@@ -79,7 +79,7 @@ def test_an_init_scheme_whose_own_code_fails_is_named_before_anything_trains(tmp
                       config_edits=(('init = ["torch_default", "he"]', 'init = ["orthogonal"]'),))
     out = tmp_path / "run"
     assert run.main(["--config", str(path), *SMALL, "--out", str(out)]) == 2
-    one_line_error(capsys, "model table TanhNet allows init 'he'", "Spirals.init_params fails for it (KeyError")
+    one_line_error(capsys, "experiment Spirals: init_params(model table 'tanh_net', ..., 'he', key) raised KeyError: 'he' (own_init.py:")
     assert not out.exists()
 
 

@@ -9,31 +9,32 @@ from jaxfit import run
 from tests.test_hardening import one_line_error
 from tests.test_hostile import SMALL, experiment
 
-BATCH = '        return data["train"][0][index], data["train"][1][index]'
-EVALUATE = "    def evaluate(self, module, params, data):"
+BATCH = '            return data["train"][0][index], data["train"][1][index]'
 MODULE = "    def module(self, model):"
-
-
-def own_evaluate(body: str) -> tuple[str, str]:
-    """An evaluate that returns `body`, defined ahead of the example's own (renamed)."""
-    return EVALUATE, f"    def evaluate(self, module, params, data):\n        return {body}\n\n    def evaluate_unused(self, module, params, data):"
+SAMPLER = "sampler(model table 'tanh_net', 64)(data, key, step)"
 
 
 def before_module(method: str) -> tuple[str, str]:
     return MODULE, f"{method}\n\n{MODULE}"
 
 
+def own_evaluate(body: str) -> tuple[str, str]:
+    """An evaluate of the experiment's own that returns `body`."""
+    return before_module(f"    def evaluate(self, module, params, data):\n        return {body}")
+
+
 MISTAKES = [
-    ("data_object", [('return {"train": spirals(', 'return object() or {"train": spirals(')], "data(10000) returned object"),
-    ("data_dict_default_evaluate", [(EVALUATE, "    def evaluate_unused(self, module, params, data):")],
-     "expected an object with `eval_sets`"),
-    ("data_strings", [('return {"train": spirals(', 'return {"name": "spirals", "train": spirals(')], "data(10000) returned str"),
+    ("data_object", [('return {"train": spirals(', 'return object() or {"train": spirals(')], "data() returned object"),
+    ("data_no_eval_sets", [('"eval": {"val": spirals(self.n_val, self.noise, 1)}', '"val": spirals(self.n_val, self.noise, 1)')],
+     'expected a dict with an "eval" entry'),
+    ("data_strings", [('return {"train": spirals(', 'return {"name": "spirals", "train": spirals(')], "data() returned str"),
     ("input_shape_int", [("        return (2,)", "        return 2")], "input_shape() returned int"),
     ("steps_per_epoch_zero", [before_module("    def steps_per_epoch(self, batch_size):\n        return 0")], "steps_per_epoch(64) returned 0"),
-    ("batch_one_array", [(BATCH, '        return data["train"][0][index]')], "expected a tuple (x, y) of two arrays"),
-    ("batch_x_shape", [(BATCH, '        return data["train"][0][index][:, :1], data["train"][1][index]')], "returned x of shape (64, 1)"),
-    ("batch_y_length", [(BATCH, '        return data["train"][0][index], data["train"][1][index][:3]')], "as many targets as inputs"),
-    ("batch_raises", [(BATCH, '        raise IndexError("no sample 7")')], "batch(data, model table 'tanh_net', ...) raised IndexError: no sample 7"),
+    ("sampler_not_a_function", [("        return sample\n", "        return 3\n")], "expected a function (data, key, step) -> (x, y)"),
+    ("batch_one_array", [(BATCH, '            return data["train"][0][index]')], "expected a tuple (x, y) of two arrays"),
+    ("batch_x_shape", [(BATCH, '            return data["train"][0][index][:, :1], data["train"][1][index]')], "returned x of shape (64, 1)"),
+    ("batch_y_length", [(BATCH, '            return data["train"][0][index], data["train"][1][index][:3]')], "as many targets as inputs"),
+    ("batch_raises", [(BATCH, '            raise IndexError("no sample 7")')], f"{SAMPLER} raised IndexError: no sample 7"),
     ("module_not_flax", [("        return Net(model.width)", "        return model.width")], "expected a flax.linen.Module or a flax.nnx.Module"),
     ("module_without_train", [("    def __call__(self, x, train: bool):", "    def __call__(self, x):")], "whose __call__ takes no `train`"),
     ("init_params_shapes", [before_module("    def init_params(self, model, shapes, scheme, key):\n        return {'Dense_0': shapes['Dense_0']}")],
@@ -44,6 +45,7 @@ MISTAKES = [
     ("evaluate_vector", [own_evaluate('{"val_accuracy": jnp.zeros(3)}')], "one float number (a scalar) per metric"),
     ("evaluate_int", [own_evaluate('{"val_accuracy": jnp.int32(1)}')], "one float number (a scalar) per metric"),
     ("evaluate_no_monitor", [own_evaluate('{"val_loss": jnp.float32(0)}')], "the monitored metric 'val_accuracy' among them"),
+    ("metrics_no_monitor", [('"accuracy": (jnp.argmax', '"acc": (jnp.argmax')], "the monitored metric 'val_accuracy' among them"),
 ]
 
 

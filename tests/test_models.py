@@ -180,7 +180,7 @@ def test_the_fast_subnets_are_the_nn_vmap_definition(activation, train_mode):
 
 def test_epoch_order_is_a_fresh_permutation_every_epoch():
     task = config.load("sumsq").task
-    data = task.data(2000)
+    data = task.data()
     key = jax.random.key(5)
     first, again, second = (np.asarray(task.epoch_order(data, key, jnp.int32(e))) for e in (0, 0, 1))
     np.testing.assert_array_equal(np.sort(first), np.arange(90_000))
@@ -191,7 +191,7 @@ def test_epoch_order_is_a_fresh_permutation_every_epoch():
 def test_epoch_order_is_uniform_over_permutations():
     """All 24 orders of 4 samples, equally often over 24,000 epochs (chi-square, 23 degrees of
     freedom, p = 0.001 bound 49.7): no order favoured, e.g. by ties kept in index order."""
-    data = sumsq.SumsqData(np.zeros((4, 64), np.float32), np.zeros((4, 1), np.float32), {})
+    data = {"train": (np.zeros((4, 64), np.float32), np.zeros((4, 1), np.float32))}
     task = config.load("sumsq").task
     orders = jax.jit(jax.vmap(lambda e: task.epoch_order(data, jax.random.key(0), e)))(jnp.arange(24_000))
     codes = np.asarray(orders) @ np.array([64, 16, 4, 1])

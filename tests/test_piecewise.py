@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxfit import config, sweep, train
-from jaxfit.experiment import mse, template
+from jaxfit.experiment import make_eval_set, mse, template
 from jaxfit.experiments import stepfit
 from jaxfit.experiments.stepfit import MLP
 from tests.conftest import small
@@ -20,7 +20,7 @@ from tests.conftest import small
 def test_closed_form_is_within_its_margin_of_the_direct_loss(width, activation, output_activation):
     cfg = config.load("stepfit")
     model = MLP(width=width, activation=activation, negative_slope=0.001, output_activation=output_activation)
-    eval_set = cfg.task.data(cfg.train.eval_batch_size).eval_sets["val"]
+    eval_set = make_eval_set(*cfg.task.grid(), cfg.train.eval_batch_size)
     grid = stepfit.grid_of(eval_set)
     assert grid is not None and grid.n == 5001 and grid.step == 501  # 0.1 * 1000 rounds to 100: not above the step
     module = cfg.task.module(model)
@@ -42,7 +42,7 @@ def test_closed_form_applies_where_the_grid_is_uniform_with_a_step_target():
     cfg, sumsq = config.load("stepfit"), config.load("sumsq")
     assert cfg.task.val_bound(cfg.groups[0].model, 10000) is not None
     assert sumsq.task.val_bound(sumsq.groups[0].model, 2000) is None  # the default: no closed form
-    eval_set = cfg.task.data(10000).eval_sets["val"]
+    eval_set = make_eval_set(*cfg.task.grid(), 10000)
     assert stepfit.grid_of(eval_set._replace(x=eval_set.x ** 2)) is None  # not uniform
     assert stepfit.grid_of(eval_set._replace(y=eval_set.x)) is None  # not a step
 
@@ -95,7 +95,7 @@ def test_training_on_the_grid_uses_the_grids_gradient_in_closed_form(width, acti
     assert cfg.task.full_batch_loss(MLP(train_on="fresh")) is None
     closed = cfg.task.full_batch_loss(model)
     module = cfg.task.module(model)
-    x, y = map(jax.numpy.asarray, cfg.task.data(cfg.train.eval_batch_size).grid)
+    x, y = map(jax.numpy.asarray, cfg.task.grid())
     leaves, treedef = jax.tree.flatten(template(module, cfg.task.input_shape()))
 
     def gradients(key, scale):

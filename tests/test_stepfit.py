@@ -88,8 +88,7 @@ def test_ablation_config_runs_its_groups_in_one_call(tmp_path, capsys):
     assert {"val_loss.png", "final_loss_hist.png", "fitted.png"} <= {p.name for p in out.iterdir()}
     text = (out / "summary.md").read_text()
     assert "0/2 [0.00, 0.66]" in text  # Wilson interval of 0 successes in 2
-    with np.load(out / "history.npz") as history:
-        assert history["val_loss"].shape == (4, 200)
+    assert report.load_history(out / "history.npz")["val_loss"].shape == (4, 200)
     groups = tomllib.loads((out / "config.toml").read_text())["groups"]
     assert groups["narrow_cyclic"]["schedule"]["mode"] == "triangular2" and groups["narrow_cyclic"]["model"]["width"] == 1
     assert groups["wide_constant"]["schedule"]["name"] == "constant" and groups["wide_constant"]["model"]["width"] == 8

@@ -101,7 +101,7 @@ def test_same_parameters_give_the_same_outputs():
         module = sumsq.task.module(sumsq.groups[0].model)
         ours = np.asarray(module.apply({"params": sumsq_experiment.from_torch(ref.state_numpy(net))}, x, train=False))
         np.testing.assert_allclose(ours, expected, atol=1e-5 * np.abs(expected).max())
-    grid = stepfit.task.data(10_000).eval_sets["val"].x[0]
+    grid = stepfit.task.grid()[0]
     for group, width in zip(stepfit.groups, (1, 8)):
         for seed in range(5):
             torch.manual_seed(seed)
@@ -219,7 +219,7 @@ def test_training_on_the_grid_follows_torch_full_batch_descent():
     until the rate nears its 0.5 peak, where full-batch descent turns unstable and rounding
     differences grow.)"""
     cfg = config.load("stepfit", ["train.steps=300", "sweep.n_seeds=1", "model.train_on=grid", 'schedule={name="constant"}'])
-    grid = np.asarray(cfg.task.data(10_000).grid[0])
+    grid = np.asarray(cfg.task.grid()[0])
     assert grid.shape == (5001, 1) and grid[-1, 0] == 1.0
     torch.manual_seed(7)
     nets = [ref.StepModel(group.model.width) for group in cfg.groups]

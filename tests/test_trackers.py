@@ -120,8 +120,8 @@ def test_wandb_offline_run_per_group_holds_config_and_points(tmp_path):
     assert run.main([*SWEPT, "--log", "wandb", "--out", str(out)]) == 0
     ids = json.loads((out / "trackers.json").read_text())["wandb"]
     assert set(ids) == {"narrow", "wide"}
-    with np.load(out / "history.npz") as history:
-        steps, val_loss = history["step"], history["val_loss"]
+    history = report.load_history(out / "history.npz")
+    steps, val_loss = history["step"], history["val_loss"]
     labels = [label for g in sweep.expand(config.load(str(out / "config.toml"))) for label in g.labels]
     for group, run_id in ids.items():
         records = wandb_records(out, run_id)

@@ -52,11 +52,6 @@ class MLP:
         return jnp.where(x > 0, x, self.negative_slope * x)
 
 
-class StepfitData(NamedTuple):
-    eval_sets: dict[str, EvalSet]  # "val": the seed's linspace grid
-    grid: tuple[np.ndarray, np.ndarray]  # the same grid and targets as one batch ([n_val, 1] each)
-
-
 @register
 @dataclass(frozen=True)
 class StepfitTask(Task):
@@ -84,30 +79,38 @@ class StepfitTask(Task):
         scale = np.float32(self.scale)
         return (xp.where(x * scale > np.float32(self.step_at), scale, np.float32(0)) / scale).astype(np.float32)
 
-    def data(self, eval_chunk: int) -> StepfitData:
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """The seed's validation grid linspace(0, scale, n_val) / scale ([n_val, 1]) and its targets."""
         x = (np.linspace(0.0, self.scale, self.n_val, dtype=np.float32) / np.float32(self.scale))[:, None]
-        return StepfitData({"val": make_eval_set(x, self.target(x), eval_chunk)}, (x, self.target(x)))
+        return x, self.target(x)
 
-    def batch(self, data: StepfitData, model: MLP, order: None, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
-              batch_size: int) -> tuple[jax.Array, jax.Array]:
+    def data(self) -> dict:
+        """The grid, as an eval set ("val") and as the one batch of `train_on = "grid"`."""
+        return {"grid": self.grid(), "eval": {"val": self.grid()}}
+
+    def sampler(self, model: MLP, batch_size: int) -> Callable[[dict, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
         """torch.rand(batch, 1): a fresh U[0, 1) batch every step; or the whole grid (`model.train_on`)."""
         if model.train_on == "grid":
-            return data.grid
-        x = jax.random.uniform(jax.random.fold_in(key, step), (batch_size, 1), jnp.float32)
-        return x, self.target(x)
+            return lambda data, key, step: data["grid"]
+
+        def fresh(data: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+            x = jax.random.uniform(jax.random.fold_in(key, step), (batch_size, 1), jnp.float32)
+            return x, self.target(x)
+
+        return fresh
 
     def module(self, model: MLP) -> nn.Module:
         return TwoLayerNet(model)
 
     def val_bound(self, model: MLP, eval_chunk: int) -> Callable[[Params], tuple[jax.Array, jax.Array]] | None:
         """The validation MSE in closed form (see `bound`), where the grid allows it."""
-        grid = grid_of(self.data(eval_chunk).eval_sets["val"])
+        grid = grid_of(make_eval_set(*self.grid(), eval_chunk))
         return None if grid is None else lambda params: bound(params, model, grid)
 
     def full_batch_loss(self, model: MLP) -> Callable[[Params], jax.Array] | None:
         """Training on the grid: its MSE in closed form (`bound`), ~2H + 4 pieces instead of
         n_val points; the same function of the parameters, so the same gradient up to rounding."""
-        grid = grid_of(self.data(self.n_val).eval_sets["val"]) if model.train_on == "grid" else None
+        grid = grid_of(make_eval_set(*self.grid(), self.n_val)) if model.train_on == "grid" else None
         return None if grid is None else lambda params: bound(params, model, grid)[0]
 
     def plots(self, out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> None:
