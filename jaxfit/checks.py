@@ -79,9 +79,12 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
         raise c.fail(made, _short(odd[0] if odd else data), "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
     if sampled and type(task).evaluate is Task.evaluate:
         sets = data.get("eval") if isinstance(data, dict) else None
-        if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
+        if not isinstance(sets, dict) or not sets:
             raise c.fail(made, _short(data), "a dict with an \"eval\" entry {name: (x, y)} of plain arrays (the eval sets), "
                          "which the default evaluate() reads; or define evaluate()")
+        for name, value in sets.items():
+            if not isinstance(value, EvalSet):
+                raise c.fail(made, f'["eval"][{name!r}] = {_short(value)}', 'each eval set as a tuple (x, y) of arrays, x [n, *input_shape()], y [n, ...]')
     elif type(task).evaluate is Task.evaluate:
         sets = getattr(data, "eval_sets", None)
         if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
@@ -134,15 +137,25 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
         raise c.fail(method, f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}", "as many targets as inputs (y.shape[0] == x.shape[0])")
     variables = {"params": shapes}
     pred = c.traced(f"module({table})(x, train=True)", lambda v, x: module.apply(v, x, train=True, rngs={"dropout": key}), variables, x)
+    if type(task).loss is Task.loss and pred.shape != y.shape:  # MSE would broadcast [b, 1] against [b] to [b, b], silently
+        raise c.fail(method, f"y of shape {tuple(y.shape)} for the module's output of shape {tuple(pred.shape)}",
+                     "y shaped as the output (the default MSE loss compares them element by element; or define loss)")
     loss = c.traced("loss(pred, y)", task.loss, pred, y)
     if not hasattr(loss, "shape") or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
         raise c.fail("loss(pred, y)", _short(loss), "one float number (a scalar), the batch's mean loss")
-    evals = c.traced("evaluate(module, params, data)", lambda p, d: task.evaluate(module, p, d), shapes, data)
+    own = type(task).evaluate is not Task.evaluate or not uses_sampler(task)
+    if not own and type(task).metrics is Task.metrics:
+        for name, eval_set in data["eval"].items():
+            out = c.traced(f"module({table})(x, train=False)", lambda v, x: module.apply(v, x, train=False), variables, eval_set.x[0])
+            if out.shape != eval_set.y[0].shape:
+                raise c.fail("data()", f'["eval"][{name!r}] with y of shape {tuple(eval_set.y.shape[1:])} per chunk for outputs of shape {tuple(out.shape)}',
+                             "y shaped as the module's output (the default metric compares them element by element; or define metrics)")
+    where = "evaluate(module, params, data)" if own else "metrics(pred, y), averaged over each eval set,"
+    evals = c.traced(where, lambda p, d: task.evaluate(module, p, d), shapes, data)
     if not isinstance(evals, dict) or not evals:
-        raise c.fail("evaluate(module, params, data)", _short(evals), "a dict of metrics, e.g. {'val_loss': ...}")
+        raise c.fail(where, _short(evals), "a dict of metrics, e.g. {'val_loss': ...}")
     for name, value in evals.items():
         if not isinstance(name, str) or not hasattr(value, "shape") or value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
-            raise c.fail("evaluate(module, params, data)", f"{name!r}: {_short(value)}", "one float number (a scalar) per metric")
+            raise c.fail(where, f"{name!r}: {_short(value)}", "one float number (a scalar) per metric" + ("" if own else " and sample"))
     if task.monitor not in evals:
-        raise c.fail("evaluate(module, params, data)", f"the metrics {sorted(evals)}",
-                     f"the monitored metric {task.monitor!r} among them (the class's `monitor`)")
+        raise c.fail(where, f"the metrics {sorted(evals)}", f"the monitored metric {task.monitor!r} among them (the class's `monitor`)")

@@ -118,7 +118,8 @@ def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
     steps = np.unique(np.geomspace(1, total, 400).astype(int))
     curves = {label: analysis.reached_by(models, analysis.Cell((), tuple(int(i) for i in index)), steps) for label, index in cells.items()}
     fig, axes = panels(len(cells), 4.2, 3.0, sharex=True, sharey=True,
-                       title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} by step t")
+                       title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} "
+                             f"by step t, with its Wilson 95 % band" + ("; grey: the other cells" if 1 < len(cells) <= 16 else ""))
     for ax, (label, (share, low, high)) in zip(axes, curves.items()):
         for other, (other_share, _, _) in curves.items():
             if other != label and len(curves) <= 16:

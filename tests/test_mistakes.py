@@ -45,7 +45,16 @@ MISTAKES = [
     ("evaluate_vector", [own_evaluate('{"val_accuracy": jnp.zeros(3)}')], "one float number (a scalar) per metric"),
     ("evaluate_int", [own_evaluate('{"val_accuracy": jnp.int32(1)}')], "one float number (a scalar) per metric"),
     ("evaluate_no_monitor", [own_evaluate('{"val_loss": jnp.float32(0)}')], "the monitored metric 'val_accuracy' among them"),
-    ("metrics_no_monitor", [('"accuracy": (jnp.argmax', '"acc": (jnp.argmax')], "the monitored metric 'val_accuracy' among them"),
+    ("metrics_no_monitor", [('"accuracy": (jnp.argmax', '"acc": (jnp.argmax')], "metrics(pred, y), averaged over each eval set, returned the metrics"),
+    ("y_broadcasts_in_mse", [("    def loss(", "    def loss_("), ("    def metrics(", "    def metrics_("),
+                             ('monitor, goal = "val_accuracy", "max"', 'monitor, goal = "val_loss", "min"')],
+     "returned y of shape (64,) for the module's output of shape (64, 2); expected y shaped as the output"),
+    ("eval_y_shape", [("    def loss(", "    def loss_("), ("    def metrics(", "    def metrics_("),
+                      ('monitor, goal = "val_accuracy", "max"', 'monitor, goal = "val_loss", "min"'),
+                      (BATCH, '            return data["train"][0][index], jax.nn.one_hot(data["train"][1][index], 2)')],
+     """data() returned ["eval"]['val'] with y of shape"""),
+    ("eval_set_not_x_y", [('"eval": {"val": spirals(self.n_val, self.noise, 1)}', '"eval": {"val": spirals(self.n_val, self.noise, 1)[0]}')],
+     """data() returned ["eval"]['val'] = an array of shape (2000, 2)"""),
 ]
 
 
