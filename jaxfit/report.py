@@ -243,10 +243,11 @@ def redraw(out: Path) -> str:
 
     cfg, summary, history, params = read_run(out)
     fresh = analyse(cfg, summary["models"])
-    if summary.get("analysis") != fresh:
-        summary["analysis"] = fresh
+    changed = summary.get("analysis") != fresh
+    summary["analysis"] = fresh
+    text = summary_markdown(cfg, summary)  # before anything is written: a summary that is not a run's fails here
+    if changed:
         write_json(out / "summary.json", summary)
-    text = summary_markdown(cfg, summary)
     atomic_write(out / "summary.md", lambda f: f.write(text))
     plots.draw_all(out, cfg, summary, history, params)
     return text
