@@ -4,6 +4,7 @@ jaxfit against its public interface only: its own data, model and init, a classi
 
     python -m jaxfit.run --config examples/spirals.toml
 """
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,5 +70,7 @@ class Spirals(Task):  # the [task] table, and what it trains
         return optax.softmax_cross_entropy_with_integer_labels(logits, label).mean()
 
     def metrics(self, logits, label):  # per sample, averaged over each eval set: val_loss, val_accuracy
-        return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, label),
-                "accuracy": (jnp.argmax(logits, -1) == label).astype(jnp.float32)}
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, label),
+            "accuracy": (jnp.argmax(logits, -1) == label).astype(jnp.float32),
+        }

@@ -7,19 +7,24 @@ the same numbers.
 
     python -m jaxfit.run --config examples/spirals_nnx.toml
 """
+
 from dataclasses import dataclass
 from typing import Literal
 
 import jax.numpy as jnp
 from flax import nnx
+from spirals import Spirals  # the experiment beside this file
 
 from jaxfit import register
-from spirals import Spirals  # the experiment beside this file
 
 
 class Net(nnx.Module):  # 2 -> width -> width -> 2 logits, tanh
     def __init__(self, width: int, rngs: nnx.Rngs):
-        self.layer1, self.layer2, self.layer3 = nnx.Linear(2, width, rngs=rngs), nnx.Linear(width, width, rngs=rngs), nnx.Linear(width, 2, rngs=rngs)
+        self.layer1, self.layer2, self.layer3 = (
+            nnx.Linear(2, width, rngs=rngs),
+            nnx.Linear(width, width, rngs=rngs),
+            nnx.Linear(width, 2, rngs=rngs),
+        )
 
     def __call__(self, x, train: bool):
         return self.layer3(jnp.tanh(self.layer2(jnp.tanh(self.layer1(x)))))

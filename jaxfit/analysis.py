@@ -18,6 +18,7 @@ jax), so `python -m jaxfit.report` computes them from a run's files alone.
   fixed (the strata); the factors table ranks coordinates by the change in success they make
   (without a threshold: by the rank-biserial effect on the final metric).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -192,8 +193,12 @@ def compare_cells(models: list[dict], a: Cell, b: Cell, monitor: str, has_thresh
     final_key = f"{monitor}_final"
     finals = np.array([_value(y, final_key) - _value(x, final_key) for x, y in zip(pa, pb)])
     finite = finals[np.isfinite(finals)]
-    out["final"] = {"median_difference": float(np.median(finite)) if len(finite) else None,
-                    "p": signed_rank(finite)[1], "effect": rank_biserial(finite), "pairs": int(len(finite))}
+    out["final"] = {
+        "median_difference": float(np.median(finite)) if len(finite) else None,
+        "p": signed_rank(finite)[1],
+        "effect": rank_biserial(finite),
+        "pairs": int(len(finite)),
+    }
     notes = []
     if len(finite) < FEW_PAIRS:
         notes.append(f"{len(finite)} pairs with both final values: too few for the signed-rank test to reach p < 0.05")
@@ -201,14 +206,24 @@ def compare_cells(models: list[dict], a: Cell, b: Cell, monitor: str, has_thresh
         ra = np.array([bool(x.get("reached")) for x in pa])
         rb = np.array([bool(y.get("reached")) for y in pb])
         only_a, only_b = int(np.sum(ra & ~rb)), int(np.sum(rb & ~ra))
-        out["success"] = {"a": int(ra.sum()), "b": int(rb.sum()), "only_a": only_a, "only_b": only_b, "p": mcnemar(only_a, only_b),
-                          "difference": (int(rb.sum()) - int(ra.sum())) / max(len(shared), 1)}
+        out["success"] = {
+            "a": int(ra.sum()),
+            "b": int(rb.sum()),
+            "only_a": only_a,
+            "only_b": only_b,
+            "p": mcnemar(only_a, only_b),
+            "difference": (int(rb.sum()) - int(ra.sum())) / max(len(shared), 1),
+        }
         steps_a = np.where(ra, [_value(x, "steps") for x in pa], cap)
         steps_b = np.where(rb, [_value(y, "steps") for y in pb], cap)
         either = ra | rb
         d = (steps_b - steps_a)[either]
-        out["steps"] = {"median_difference": float(np.median(d)) if len(d) else None, "p": signed_rank(d)[1],
-                        "effect": rank_biserial(d), "pairs": int(either.sum())}
+        out["steps"] = {
+            "median_difference": float(np.median(d)) if len(d) else None,
+            "p": signed_rank(d)[1],
+            "effect": rank_biserial(d),
+            "pairs": int(either.sum()),
+        }
         if only_a + only_b < FEW_DISCORDANT:
             notes.append(f"{only_a + only_b} discordant seeds: too few for McNemar to reach p < 0.05")
     out["notes"] = notes
@@ -239,8 +254,21 @@ def factors(comparisons_: list[dict], has_threshold: bool) -> list[dict]:
     pooled: dict[tuple, dict] = {}
     for c in comparisons_:
         key = (c["factor"], str(c["a"]), str(c["b"]))
-        p = pooled.setdefault(key, {"factor": c["factor"], "a": c["a"], "b": c["b"], "strata": 0, "pairs": 0, "finals": [],
-                                    "only_a": 0, "only_b": 0, "success_a": 0, "success_b": 0})
+        p = pooled.setdefault(
+            key,
+            {
+                "factor": c["factor"],
+                "a": c["a"],
+                "b": c["b"],
+                "strata": 0,
+                "pairs": 0,
+                "finals": [],
+                "only_a": 0,
+                "only_b": 0,
+                "success_a": 0,
+                "success_b": 0,
+            },
+        )
         p["strata"] += 1
         p["pairs"] += c["pairs"]
         p["finals"].append(c["final"]["effect"] * c["final"]["pairs"])
@@ -252,11 +280,19 @@ def factors(comparisons_: list[dict], has_threshold: bool) -> list[dict]:
     rows = []
     for p in pooled.values():
         row = {k: p[k] for k in ("factor", "a", "b", "strata", "pairs")}
-        final_pairs = sum(c["final"]["pairs"] for c in comparisons_ if (c["factor"], str(c["a"]), str(c["b"])) == (p["factor"], str(p["a"]), str(p["b"])))
+        final_pairs = sum(
+            c["final"]["pairs"] for c in comparisons_ if (c["factor"], str(c["a"]), str(c["b"])) == (p["factor"], str(p["a"]), str(p["b"]))
+        )
         row["final_effect"] = sum(p["finals"]) / final_pairs if final_pairs else 0.0
         if has_threshold:
-            row.update(success_a=p["success_a"], success_b=p["success_b"], only_a=p["only_a"], only_b=p["only_b"],
-                       p=mcnemar(p["only_a"], p["only_b"]), difference=(p["success_b"] - p["success_a"]) / max(p["pairs"], 1))
+            row.update(
+                success_a=p["success_a"],
+                success_b=p["success_b"],
+                only_a=p["only_a"],
+                only_b=p["only_b"],
+                p=mcnemar(p["only_a"], p["only_b"]),
+                difference=(p["success_b"] - p["success_a"]) / max(p["pairs"], 1),
+            )
         rows.append(row)
     size = (lambda r: abs(r["difference"])) if has_threshold else (lambda r: abs(r["final_effect"]))
     return sorted(rows, key=size, reverse=True)
@@ -270,7 +306,9 @@ def outcome_classes(models: list[dict], monitor: str, has_threshold: bool) -> tu
     `diverged`, then the run's clusters of final monitored values (named by their level, most
     populous first, at most MAX_CLASSES), then `other`."""
     finals = np.array([_value(m, f"{monitor}_final") for m in models])
-    rest = [i for i, m in enumerate(models) if not m.get("diverged") and not (has_threshold and m.get("reached")) and np.isfinite(finals[i])]
+    rest = [
+        i for i, m in enumerate(models) if not m.get("diverged") and not (has_threshold and m.get("reached")) and np.isfinite(finals[i])
+    ]
     levels: list[list[int]] = []
     for i in sorted(rest, key=lambda i: finals[i]):
         if levels and abs(finals[i] - finals[levels[-1][-1]]) <= CLASS_TOLERANCE * max(abs(finals[levels[-1][-1]]), 1e-12):
@@ -299,8 +337,9 @@ def outcome_classes(models: list[dict], monitor: str, has_threshold: bool) -> tu
 def reached_by(models: list[dict], cell: Cell, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per step of `steps`: the share of the cell's models that have reached the threshold, and
     its Wilson 95 % band."""
-    stops = np.array([m["stop_step"] if m.get("reached") and m.get("stop_step") is not None else np.inf
-                      for m in (models[i] for i in cell.index)])
+    stops = np.array(
+        [m["stop_step"] if m.get("reached") and m.get("stop_step") is not None else np.inf for m in (models[i] for i in cell.index)]
+    )
     counts = np.searchsorted(np.sort(stops), steps, side="right")
     n = len(stops)
     bands = np.array([wilson_interval(int(k), n) for k in counts]).reshape(len(steps), 2)
@@ -315,8 +354,15 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
     kind, order = outcome_classes(models, monitor, has_threshold)
     comps = comparisons(models, groups, monitor, has_threshold, cap)
     return {
-        "cells": [{"name": c.name, "coords": dict(c.coords), "n": len(c.index),
-                   "outcomes": {k: sum(kind[i] == k for i in c.index) for k in order}} for c in cells],
+        "cells": [
+            {
+                "name": c.name,
+                "coords": dict(c.coords),
+                "n": len(c.index),
+                "outcomes": {k: sum(kind[i] == k for i in c.index) for k in order},
+            }
+            for c in cells
+        ],
         "outcome_classes": order,
         "comparisons": comps,
         "factors": factors(comps, has_threshold),

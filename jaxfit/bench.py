@@ -12,6 +12,7 @@ are jaxfit/experiments/torch_reference.py's models.
 
 Writes DIR/bench.json and DIR/throughput.png and prints the tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,13 @@ def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
 
     if workload == "sumsq":
         epochs = max(1, steps // 900)
-        overrides = [f"train.epochs={epochs}", "task.eval_train=false", "model.init=manual", f"sweep.n_seeds={n_models}",
-                     "execution.chunk_epochs=1"]
+        overrides = [
+            f"train.epochs={epochs}",
+            "task.eval_train=false",
+            "model.init=manual",
+            f"sweep.n_seeds={n_models}",
+            "execution.chunk_epochs=1",
+        ]
         cfg = config.load("sumsq", overrides)
     else:
         group = "wide" if workload == "stepfit_wide" else "narrow"
@@ -84,7 +90,7 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
     if workload == "sumsq":
         from jaxfit import config
 
-        x, y = config.load("sumsq").task.dataset()
+        x, y = config.load("sumsq").task.dataset()  # type: ignore[attr-defined]  # SumsqTask's
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
 
         def train_one(steps: int) -> None:
@@ -92,7 +98,7 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
             opt = torch.optim.Adam(net.parameters(), lr=1e-4)
             order = torch.randperm(90000)
             for i in range(steps):
-                index = order[(i % 900) * 100:(i % 900 + 1) * 100]
+                index = order[(i % 900) * 100 : (i % 900 + 1) * 100]
                 loss = torch.nn.functional.mse_loss(net(x[index]), y[index])
                 opt.zero_grad()
                 loss.backward()
@@ -106,8 +112,13 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
         def train_one(steps: int) -> None:
             net = ref.StepModel(width)
             opt = torch.optim.SGD(net.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
-                                                      mode="triangular2", cycle_momentum=False) if width == 8 else None
+            sched = (
+                torch.optim.lr_scheduler.CyclicLR(
+                    opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode="triangular2", cycle_momentum=False
+                )
+                if width == 8
+                else None
+            )
             for _ in range(steps):
                 inp = torch.rand(100, 1)
                 out = torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0
@@ -140,7 +151,7 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
     if workload == "sumsq":
         from jaxfit import config
 
-        x, y = config.load("sumsq").task.dataset()
+        x, y = config.load("sumsq").task.dataset()  # type: ignore[attr-defined]  # SumsqTask's
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
         nets = [ref.SumSq().manual_init() for _ in range(n_models)]
     else:
@@ -209,10 +220,18 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
 def steps_for(implementation: str, workload: str, n_models: int, quick: bool) -> int:
     """Steps to time: enough for a second or more of work, fewer for the slow loops."""
     table = {
-        ("jaxfit", "sumsq"): 1800, ("jaxfit", "stepfit_wide"): 20000, ("jaxfit", "stepfit_narrow"): 20000,
-        ("torch_sequential", "sumsq"): 300, ("torch_sequential", "stepfit_wide"): 2000, ("torch_sequential", "stepfit_narrow"): 2000,
-        ("torch_vmap", "sumsq"): 200, ("torch_vmap", "stepfit_wide"): 1000, ("torch_vmap", "stepfit_narrow"): 1000,
-        ("torch_compile", "sumsq"): 300, ("torch_compile", "stepfit_wide"): 3000, ("torch_compile", "stepfit_narrow"): 3000,
+        ("jaxfit", "sumsq"): 1800,
+        ("jaxfit", "stepfit_wide"): 20000,
+        ("jaxfit", "stepfit_narrow"): 20000,
+        ("torch_sequential", "sumsq"): 300,
+        ("torch_sequential", "stepfit_wide"): 2000,
+        ("torch_sequential", "stepfit_narrow"): 2000,
+        ("torch_vmap", "sumsq"): 200,
+        ("torch_vmap", "stepfit_wide"): 1000,
+        ("torch_vmap", "stepfit_narrow"): 1000,
+        ("torch_compile", "sumsq"): 300,
+        ("torch_compile", "stepfit_wide"): 3000,
+        ("torch_compile", "stepfit_narrow"): 3000,
     }
     steps = table[(implementation, workload)]
     if implementation == "jaxfit" and workload == "sumsq" and n_models >= 1000:
@@ -235,8 +254,9 @@ def measure_one(spec: dict) -> dict:
 
 def run_isolated(spec: dict, timeout: float) -> dict:
     """One measurement in a fresh process; adds its peak RSS (MiB) or the error it hit."""
-    proc = subprocess.Popen([sys.executable, "-m", "jaxfit.bench", "--one", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxfit.bench", "--one", json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -253,8 +273,14 @@ def run_isolated(spec: dict, timeout: float) -> dict:
 def machine() -> dict:
     import jax
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "jax": jax.__version__, "jax_device": str(jax.devices()[0].device_kind)}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jax_device": str(jax.devices()[0].device_kind),
+    }
     try:
         import torch
 
@@ -269,15 +295,20 @@ def _row(rows: list[dict], implementation: str, workload: str, n: int) -> dict |
     """The measurement for one cell; the sequential loop's rate is per model whatever the count,
     so its one measurement serves every count."""
     for r in rows:
-        if r["implementation"] == implementation and r["workload"] == workload and (
-                r["n_models"] == n or implementation == "torch_sequential"):
+        if (
+            r["implementation"] == implementation
+            and r["workload"] == workload
+            and (r["n_models"] == n or implementation == "torch_sequential")
+        ):
             return r
     return None
 
 
 def table(rows: list[dict], workload: str, counts: list[int]) -> str:
-    lines = [f"| {workload} (model-steps/s) | " + " | ".join(f"{n} models" for n in counts) + " | compile s |",
-             "|---|" + "---|" * (len(counts) + 1)]
+    lines = [
+        f"| {workload} (model-steps/s) | " + " | ".join(f"{n} models" for n in counts) + " | compile s |",
+        "|---|" + "---|" * (len(counts) + 1),
+    ]
     for implementation in IMPLEMENTATIONS:
         cells, compile_s = [], ""
         for n in counts:
@@ -295,8 +326,10 @@ def table(rows: list[dict], workload: str, counts: list[int]) -> str:
         ratios = []
         for n in counts:
             ours, other = _row(rows, "jaxfit", workload, n), _row(rows, implementation, workload, n)
-            ok = ours and other and "error" not in ours and "error" not in other
-            ratios.append(f"{ours['model_steps_per_s'] / other['model_steps_per_s']:.1f}×" if ok else "–")
+            if ours and other and "error" not in ours and "error" not in other:
+                ratios.append(f"{ours['model_steps_per_s'] / other['model_steps_per_s']:.1f}×")
+            else:
+                ratios.append("–")
         if any(r != "–" for r in ratios):
             lines.append(f"| jaxfit ÷ {implementation} | " + " | ".join(ratios) + " | |")
     return "\n".join(lines)
@@ -311,8 +344,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(WORKLOADS), figsize=(15, 4), squeeze=False)
     for ax, workload in zip(axes[0], WORKLOADS):
         for implementation in IMPLEMENTATIONS:
-            points = sorted((r["n_models"], r["model_steps_per_s"]) for r in rows
-                            if r["workload"] == workload and r["implementation"] == implementation and "error" not in r)
+            points = sorted(
+                (r["n_models"], r["model_steps_per_s"])
+                for r in rows
+                if r["workload"] == workload and r["implementation"] == implementation and "error" not in r
+            )
             if points:
                 ax.plot(*zip(*points), "o-", label=implementation)
         ax.set(xscale="log", yscale="log", xlabel="models", ylabel="model-steps/s", title=workload)
@@ -332,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the steps: a smoke test, not a measurement")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
     parser.add_argument("--budget", type=float, help="seconds in all: measurements not started by then are skipped")
-    parser.add_argument("--torch-device", default="auto", help="where the PyTorch variants run: cpu, cuda, or auto (cuda if torch sees a GPU)")
+    parser.add_argument(
+        "--torch-device", default="auto", help="where the PyTorch variants run: cpu, cuda, or auto (cuda if torch sees a GPU)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,9 +400,16 @@ def main(argv: list[str] | None = None) -> int:
             if implementation == "torch_sequential":
                 counts = counts[:1]  # one model after another: the rate per model is the same at any count
             for n in counts:
-                specs.append({"implementation": implementation, "workload": workload, "n_models": n,
-                              "steps": steps_for(implementation, workload, n, args.quick), "threads": args.threads,
-                              "torch_device": torch_device})
+                specs.append(
+                    {
+                        "implementation": implementation,
+                        "workload": workload,
+                        "n_models": n,
+                        "steps": steps_for(implementation, workload, n, args.quick),
+                        "threads": args.threads,
+                        "torch_device": torch_device,
+                    }
+                )
     rows, began = [], time.perf_counter()
     for spec in specs:
         if args.budget is not None and time.perf_counter() - began > args.budget:

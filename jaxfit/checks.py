@@ -4,18 +4,31 @@ value is one line naming the experiment class, the method, what it returned and 
 expected (`ExperimentError`; the CLI exits 2). An exception raised inside an experiment's own
 method is named the same way, with the file and line of the experiment's code it came from.
 """
+
 from __future__ import annotations
 
 import inspect
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.experiment import EvalSet, ExperimentError, NNXModule, Task, model_schemes, module_of, run_data, template, uses_epoch_order, uses_sampler
+from jaxfit.experiment import (
+    EvalSet,
+    ExperimentError,
+    NNXModule,
+    Task,
+    model_schemes,
+    module_of,
+    run_data,
+    template,
+    uses_epoch_order,
+    uses_sampler,
+)
 
 
 def _short(value: Any) -> str:
@@ -31,8 +44,11 @@ def _short(value: Any) -> str:
 
 def _where(error: BaseException) -> str:
     """The innermost frame of the error's traceback outside jax, flax and jaxfit's engine."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not any(part in f.filename for part in ("/jax/", "/jaxlib/", "/flax/", "/optax/", "/chex/", "jaxfit/checks.py"))]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not any(part in f.filename for part in ("/jax/", "/jaxlib/", "/flax/", "/optax/", "/chex/", "jaxfit/checks.py"))
+    ]
     return f" ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
 
 
@@ -73,23 +89,38 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
     sampled = uses_sampler(task)
     made = "data()" if sampled else f"data({eval_chunk})"
     data = c.call(made, run_data, task, eval_chunk)
-    odd = [leaf for leaf in jax.tree.leaves(data) if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or
-                                           (isinstance(leaf, int | float) and not isinstance(leaf, bool)))]
+    odd = [
+        leaf
+        for leaf in jax.tree.leaves(data)
+        if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or (isinstance(leaf, int | float) and not isinstance(leaf, bool)))
+    ]
     if odd:
         raise c.fail(made, _short(odd[0] if odd else data), "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
     if sampled and type(task).evaluate is Task.evaluate:
         sets = data.get("eval") if isinstance(data, dict) else None
         if not isinstance(sets, dict) or not sets:
-            raise c.fail(made, _short(data), "a dict with an \"eval\" entry {name: (x, y)} of plain arrays (the eval sets), "
-                         "which the default evaluate() reads; or define evaluate()")
+            raise c.fail(
+                made,
+                _short(data),
+                'a dict with an "eval" entry {name: (x, y)} of plain arrays (the eval sets), '
+                "which the default evaluate() reads; or define evaluate()",
+            )
         for name, value in sets.items():
             if not isinstance(value, EvalSet):
-                raise c.fail(made, f'["eval"][{name!r}] = {_short(value)}', 'each eval set as a tuple (x, y) of arrays, x [n, *input_shape()], y [n, ...]')
+                raise c.fail(
+                    made,
+                    f'["eval"][{name!r}] = {_short(value)}',
+                    "each eval set as a tuple (x, y) of arrays, x [n, *input_shape()], y [n, ...]",
+                )
     elif type(task).evaluate is Task.evaluate:
         sets = getattr(data, "eval_sets", None)
         if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
-            raise c.fail(made, _short(data), "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
-                         "which the default evaluate() reads; or define evaluate()")
+            raise c.fail(
+                made,
+                _short(data),
+                "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
+                "which the default evaluate() reads; or define evaluate()",
+            )
     key, step = jax.random.key(seed), jnp.int32(0)
     for model in models:
         _check_model(c, task, model, shape, data, key, step, batch_size)
@@ -103,16 +134,26 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
         raise c.fail(f"module({table})", _short(module), "a flax.linen.Module or a flax.nnx.Module")
     signature = module.call_signature if isinstance(module, NNXModule) else inspect.signature(type(module).__call__)
     if "train" not in signature.parameters:
-        raise c.fail(f"module({table})", f"{type(getattr(module, 'module', module)).__name__}, whose __call__ takes no `train`",
-                     "a module called as module(x, train=...) (train: dropout and the like on or off)")
+        raise c.fail(
+            f"module({table})",
+            f"{type(getattr(module, 'module', module)).__name__}, whose __call__ takes no `train`",
+            "a module called as module(x, train=...) (train: dropout and the like on or off)",
+        )
     shapes = c.call(f"module({table}).init", template, module, shape)
     structure = jax.tree.structure(shapes)
     for scheme in model_schemes(type(model)):
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        params = c.traced(f"init_params({table}, ..., {scheme!r}, key)", lambda k, scheme=scheme: task.init_params(model, zeros, scheme, k), key)
-        if jax.tree.structure(params) != structure or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes))):
-            raise c.fail(f"init_params({table}, ..., {scheme!r}, key)", "parameters of other names or shapes",
-                         f"the module's own tree: {jax.tree.map(lambda s: tuple(s.shape), shapes)}")
+        params = c.traced(
+            f"init_params({table}, ..., {scheme!r}, key)", lambda k, scheme=scheme: task.init_params(model, zeros, scheme, k), key
+        )
+        if jax.tree.structure(params) != structure or any(  # type: ignore[operator]  # PyTreeDefs compare
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes))
+        ):
+            raise c.fail(
+                f"init_params({table}, ..., {scheme!r}, key)",
+                "parameters of other names or shapes",
+                f"the module's own tree: {jax.tree.map(lambda s: tuple(s.shape), shapes)}",
+            )
     if uses_sampler(task):
         sample = c.call(f"sampler({table}, {batch_size})", task.sampler, model, batch_size)
         if not callable(sample):
@@ -134,12 +175,17 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
     if x.ndim < 1 or tuple(x.shape[1:]) != shape:
         raise c.fail(method, f"x of shape {tuple(x.shape)}", f"x of shape [batch, {', '.join(map(str, shape))}] (input_shape() = {shape})")
     if y.ndim < 1 or y.shape[0] != x.shape[0]:
-        raise c.fail(method, f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}", "as many targets as inputs (y.shape[0] == x.shape[0])")
+        raise c.fail(
+            method, f"x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}", "as many targets as inputs (y.shape[0] == x.shape[0])"
+        )
     variables = {"params": shapes}
     pred = c.traced(f"module({table})(x, train=True)", lambda v, x: module.apply(v, x, train=True, rngs={"dropout": key}), variables, x)
     if type(task).loss is Task.loss and pred.shape != y.shape:  # MSE would broadcast [b, 1] against [b] to [b, b], silently
-        raise c.fail(method, f"y of shape {tuple(y.shape)} for the module's output of shape {tuple(pred.shape)}",
-                     "y shaped as the output (the default MSE loss compares them element by element; or define loss)")
+        raise c.fail(
+            method,
+            f"y of shape {tuple(y.shape)} for the module's output of shape {tuple(pred.shape)}",
+            "y shaped as the output (the default MSE loss compares them element by element; or define loss)",
+        )
     loss = c.traced("loss(pred, y)", task.loss, pred, y)
     if not hasattr(loss, "shape") or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
         raise c.fail("loss(pred, y)", _short(loss), "one float number (a scalar), the batch's mean loss")
@@ -148,8 +194,11 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
         for name, eval_set in data["eval"].items():
             out = c.traced(f"module({table})(x, train=False)", lambda v, x: module.apply(v, x, train=False), variables, eval_set.x[0])
             if out.shape != eval_set.y[0].shape:
-                raise c.fail("data()", f'["eval"][{name!r}] with y of shape {tuple(eval_set.y.shape[1:])} per chunk for outputs of shape {tuple(out.shape)}',
-                             "y shaped as the module's output (the default metric compares them element by element; or define metrics)")
+                raise c.fail(
+                    "data()",
+                    f'["eval"][{name!r}] with y of shape {tuple(eval_set.y.shape[1:])} per chunk for outputs of shape {tuple(out.shape)}',
+                    "y shaped as the module's output (the default metric compares them element by element; or define metrics)",
+                )
     where = "evaluate(module, params, data)" if own else "metrics(pred, y), averaged over each eval set,"
     evals = c.traced(where, lambda p, d: task.evaluate(module, p, d), shapes, data)
     if not isinstance(evals, dict) or not evals:

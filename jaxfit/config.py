@@ -11,6 +11,7 @@ saves as `config.toml`) spells every group out in full and loads back to the sam
 Every mistake a user can make is raised here as `ConfigError`, one line naming the key, the
 value and what is allowed; the CLI turns it into exit code 2 before anything is written.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,6 +21,7 @@ import tomllib
 import traceback
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,8 +31,10 @@ import tomli_w
 from jaxfit.experiment import ExperimentError, Task, check_experiment, import_experiment, registry
 
 # The built-in configs: package data in an installed package, configs/ in a checkout.
-CONFIG_DIR = next((d for d in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs")
-                   if d.is_dir()), Path(__file__).resolve().parent / "configs")
+CONFIG_DIR = next(
+    (d for d in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parent.parent / "configs") if d.is_dir()),
+    Path(__file__).resolve().parent / "configs",
+)
 DEFAULT_TABLES = ("model", "optim", "schedule")
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1
@@ -68,6 +72,7 @@ class Train:
     eval_every: int = bounded(1, gt=0)  # epochs between validations
     stop_at: float | None = bounded(None)  # a model stops once its monitored metric reaches this (val_loss <= it by default)
     eval_batch_size: int = bounded(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
+    history_points: int = bounded(200, gt=1)  # past 1,000 intervals: log-spaced steps kept in history.npz
 
 
 @dataclass(frozen=True)
@@ -121,13 +126,13 @@ class Config:
     def n_epochs(self) -> int:
         if self.train.epochs is not None:
             return self.train.epochs
+        assert self.train.steps is not None  # epochs or steps: checked when the config is built
         return -(-self.train.steps // self.steps_per_epoch)
 
     @property
     def n_intervals(self) -> int:
         """Validations during training (one after every `eval_every` epochs, the last may be short)."""
         return -(-self.n_epochs // self.train.eval_every)
-
 
 
 # ----------------------------------------------------------------------------- building
@@ -155,7 +160,7 @@ def _scalar(option: Any, value: Any, key: str, limits: dict) -> Any:
     """`value` as one scalar type, checked against the field's limits, or _NO_MATCH."""
     if typing.get_origin(option) is Literal:
         return value if value in typing.get_args(option) else _NO_MATCH
-    if dataclasses.is_dataclass(option):
+    if isinstance(option, type) and dataclasses.is_dataclass(option):
         return _build(option, value, key) if isinstance(value, dict) else _NO_MATCH
     if option in (bool, str):
         return value if type(value) is option else _NO_MATCH
@@ -229,8 +234,10 @@ def _build(cls: type, raw: Any, path: str) -> Any:
             hint = ""
             if path.startswith("groups.") and kind:
                 table = path.split(".", 2)[2]
-                hint = (f"; this group's {table} is {raw['name']!r}, and a --set {table}.{key} reaches every group: "
-                        f"set it per group with --set groups.NAME.{table}.{key}=...")
+                hint = (
+                    f"; this group's {table} is {raw['name']!r}, and a --set {table}.{key} reaches every group: "
+                    f"set it per group with --set groups.NAME.{table}.{key}=..."
+                )
             raise fail(f"{path}.{key}", raw[key], f"unknown key{kind}; allowed here: {', '.join(fields)}{hint}")
     values = {}
     for name, value in raw.items():
@@ -244,7 +251,7 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     return cls(**values)
 
 
-def _build_kind(kinds: tuple[type, ...], raw: Any, path: str, whose: str = "") -> Any:
+def _build_kind(kinds: tuple[Any, ...], raw: Any, path: str, whose: str = "") -> Any:
     """Build a task/model/optim/schedule table, choosing its dataclass from `kinds` by `name`."""
     by_name = {cls.__dataclass_fields__["name"].default: cls for cls in kinds}
     if not isinstance(raw, dict):
@@ -273,7 +280,9 @@ def _check_run(cfg: Config) -> None:
     train = cfg.train
     steps = cfg.task.steps_per_epoch(train.batch_size)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ExperimentError(f"experiment {type(cfg.task).__name__}: steps_per_epoch({train.batch_size}) returned {steps!r}; expected an int >= 1")
+        raise ExperimentError(
+            f"experiment {type(cfg.task).__name__}: steps_per_epoch({train.batch_size}) returned {steps!r}; expected an int >= 1"
+        )
     if (train.epochs is None) == (train.steps is None):
         raise fail("train.epochs", train.epochs, f"give exactly one of train.epochs and train.steps (train.steps = {train.steps!r})")
     if train.steps is not None and train.steps % cfg.steps_per_epoch:
@@ -305,8 +314,11 @@ def _import_experiment(spec: Any, base: Path) -> str:
 
 def authors_traceback(error: BaseException) -> str:
     """The part of an error's traceback in an experiment's own code (not importlib's, not jaxfit's)."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if "importlib" not in f.filename and "/jaxfit/" not in f.filename.replace("\\", "/") and not f.filename.startswith("<")]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if "importlib" not in f.filename and "/jaxfit/" not in f.filename.replace("\\", "/") and not f.filename.startswith("<")
+    ]
     if not frames:
         return ""
     return "Traceback (the experiment's code):\n" + "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {error}\n"
@@ -352,9 +364,13 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
                 raise fail(f"{path}.{key}", table[key], f"unknown key; allowed here: {', '.join(DEFAULT_TABLES)}")
             if not isinstance(table[key], dict):
                 raise fail(f"{path}.{key}", table[key], "expected a table")
-        model = _build_kind(task.models, _merge(defaults["model"], table.get("model", {})), f"{path}.model", f" (the models of task {task.name!r})")
+        model = _build_kind(
+            task.models, _merge(defaults["model"], table.get("model", {})), f"{path}.model", f" (the models of task {task.name!r})"
+        )
         optim = _build_kind(tuple(optim_tables.OPTIMISERS.values()), _merge(defaults["optim"], table.get("optim", {})), f"{path}.optim")
-        schedule = _build_kind(optim_tables.SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule")
+        schedule = _build_kind(
+            optim_tables.SCHEDULES, _merge(defaults["schedule"] or {"name": "constant"}, table.get("schedule", {})), f"{path}.schedule"
+        )
         groups.append(Group(group_name, model, optim, schedule))
     execution = _build(Execution, raw.get("execution", {}), "execution")
     logging = _build(Logging, raw.get("logging", {}), "logging")
@@ -404,7 +420,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if parts[0] == "groups" and len(parts) >= 2:
             known = list(raw["groups"]) if isinstance(raw.get("groups"), dict) else ["main"]
             if parts[1] not in known:
-                raise fail(key, text, f"no group {parts[1]!r} in this config; its groups: {', '.join(known)} (new groups go in the config file)")
+                raise fail(
+                    key, text, f"no group {parts[1]!r} in this config; its groups: {', '.join(known)} (new groups go in the config file)"
+                )
         targets = [raw]
         if parts[0] in DEFAULT_TABLES and isinstance(raw.get("groups"), dict):
             targets += [g for g in raw["groups"].values() if isinstance(g, dict)]
@@ -418,7 +436,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load(name_or_path: str, overrides: list[str] = ()) -> Config:
+def load(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     """Find, parse, override and validate a config."""
     path = find(name_or_path)
     try:
@@ -443,8 +461,14 @@ def to_dict(cfg: Config) -> dict:
 
     groups = {g.name: {t: clean(getattr(g, t)) for t in DEFAULT_TABLES} for g in cfg.groups}
     head = {"name": cfg.name, "seed": cfg.seed} | ({"experiment": cfg.experiment} if cfg.experiment else {})
-    return {**head, "task": clean(cfg.task), "train": clean(cfg.train), "sweep": clean(cfg.sweep),
-            "execution": clean(cfg.execution), "groups": groups} | ({"logging": clean(cfg.logging)} if cfg.logging.to else {})
+    return {
+        **head,
+        "task": clean(cfg.task),
+        "train": clean(cfg.train),
+        "sweep": clean(cfg.sweep),
+        "execution": clean(cfg.execution),
+        "groups": groups,
+    } | ({"logging": clean(cfg.logging)} if cfg.logging.to else {})
 
 
 def to_toml(cfg: Config) -> str:

@@ -7,12 +7,13 @@ Process 0 listens on HOST:PORT, each other process connects and says `N I`; proc
 that every index 1..N-1 came exactly once with the same N, answers `ok` to all, closes the
 socket, and JAX's coordinator takes the port. Host code only.
 """
+
 from __future__ import annotations
 
 import socket
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 JOIN_TIMEOUT_S = 300.0  # JAX's own initialization timeout
 REPORT_EVERY_S = 15.0  # a waiting line this often (the first after FIRST_REPORT_S)
@@ -24,8 +25,13 @@ class JoinError(Exception):
     """The processes could not be joined (one line)."""
 
 
-def join(coordinator: str | None, n_processes: int | None, process_id: int | None, timeout_s: float = JOIN_TIMEOUT_S,
-         say: Callable[[str], None] | None = None) -> int:
+def join(
+    coordinator: str | None,
+    n_processes: int | None,
+    process_id: int | None,
+    timeout_s: float = JOIN_TIMEOUT_S,
+    say: Callable[[str], None] | None = None,
+) -> int:
     """Meet the other processes, then start jax.distributed; this process's index. `None`s: JAX
     detects the cluster (SLURM, Open MPI, ...), and the handshake uses what it detected."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -34,6 +40,7 @@ def join(coordinator: str | None, n_processes: int | None, process_id: int | Non
         if found is None:  # a JAX whose cluster detection we cannot call: JAX joins on its own
             return _initialize(None, None, None, int(timeout_s))
         coordinator, n_processes, process_id = found
+    assert n_processes is not None and process_id is not None  # given with the coordinator, or detected with it
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
         raise JoinError(f"{coordinator!r}: the coordinator must be HOST:PORT")
@@ -91,8 +98,10 @@ def _gather(port: int, n_processes: int, deadline: float, say: Callable[[str], N
         server.listen(n_processes)
     except OSError as error:
         server.close()
-        raise JoinError(f"process 0 cannot listen on port {port} ({error.strerror}): another process 0, or another program, "
-                        "holds it; choose another port") from None
+        raise JoinError(
+            f"process 0 cannot listen on port {port} ({error.strerror}): another process 0, or another program, "
+            "holds it; choose another port"
+        ) from None
     joined: dict[int, socket.socket] = {}
     last_report = time.monotonic() - REPORT_EVERY_S + FIRST_REPORT_S
     try:
@@ -100,11 +109,15 @@ def _gather(port: int, n_processes: int, deadline: float, say: Callable[[str], N
             now = time.monotonic()
             missing = [i for i in range(1, n_processes) if i not in joined]
             if now >= deadline:
-                raise JoinError(f"process 0: process(es) {_listed(missing)} of {n_processes} did not join at {coordinator} {within}; "
-                                "start them with the same HOST:PORT,N")
+                raise JoinError(
+                    f"process 0: process(es) {_listed(missing)} of {n_processes} did not join at {coordinator} {within}; "
+                    "start them with the same HOST:PORT,N"
+                )
             if now - last_report >= REPORT_EVERY_S:
-                say(f"--distributed: process 0 waiting at {coordinator} for process(es) {_listed(missing)} of {n_processes} "
-                    f"({int(deadline - now)} s left)")
+                say(
+                    f"--distributed: process 0 waiting at {coordinator} for process(es) {_listed(missing)} of {n_processes} "
+                    f"({int(deadline - now)} s left)"
+                )
                 last_report = now
             server.settimeout(min(1.0, max(deadline - now, 0.01)))
             try:
@@ -146,8 +159,9 @@ def _gather(port: int, n_processes: int, deadline: float, say: Callable[[str], N
         server.close()
 
 
-def _report_in(host: str, port: int, n_processes: int, process_id: int, deadline: float, say: Callable[[str], None],
-               coordinator: str, within: str) -> None:
+def _report_in(
+    host: str, port: int, n_processes: int, process_id: int, deadline: float, say: Callable[[str], None], coordinator: str, within: str
+) -> None:
     """Process I > 0: reach process 0 (retrying until the deadline), say who we are, await its answer."""
     last_report, sock = time.monotonic() - REPORT_EVERY_S + FIRST_REPORT_S, None
     while sock is None:
@@ -156,8 +170,10 @@ def _report_in(host: str, port: int, n_processes: int, process_id: int, deadline
             sock = socket.create_connection((host, port), timeout=min(5.0, max(deadline - now, 0.1)))
         except OSError as error:
             if now >= deadline:
-                raise JoinError(f"process {process_id} could not reach process 0 at {coordinator} {within} "
-                                f"({error.strerror or error}); start process 0 there, or check HOST:PORT") from None
+                raise JoinError(
+                    f"process {process_id} could not reach process 0 at {coordinator} {within} "
+                    f"({error.strerror or error}); start process 0 there, or check HOST:PORT"
+                ) from None
             if now - last_report >= REPORT_EVERY_S:
                 say(f"--distributed: process {process_id} waiting to reach process 0 at {coordinator} ({int(deadline - now)} s left)")
                 last_report = now
@@ -168,8 +184,9 @@ def _report_in(host: str, port: int, n_processes: int, process_id: int, deadline
         while not answer:
             now = time.monotonic()
             if now >= deadline:
-                raise JoinError(f"process {process_id} reached process 0 at {coordinator}, but the other processes did not all join "
-                                f"{within}")
+                raise JoinError(
+                    f"process {process_id} reached process 0 at {coordinator}, but the other processes did not all join {within}"
+                )
             if now - last_report >= REPORT_EVERY_S:
                 say(f"--distributed: process {process_id} joined; waiting for the others ({int(deadline - now)} s left)")
                 last_report = now

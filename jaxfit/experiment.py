@@ -31,6 +31,7 @@ names an experiment: it calls these methods. Built-in experiments live in `jaxfi
 one from outside the package is imported by the config's top-level `experiment` key (a .py file
 beside the config, which may import modules beside it, or an importable module name).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,10 @@ import importlib.util
 import inspect
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,9 +69,9 @@ class ExperimentError(ValueError):
 class EvalSet(NamedTuple):
     """Inputs and targets padded to whole chunks of `chunk`; `weight` is 0 on the padding."""
 
-    x: np.ndarray  # [n_chunks, chunk, *input_shape]
-    y: np.ndarray  # [n_chunks, chunk, *target_shape]
-    weight: np.ndarray  # [n_chunks, chunk]
+    x: Any  # [n_chunks, chunk, *input_shape]: host numpy, or a jax.Array once on a device
+    y: Any  # [n_chunks, chunk, *target_shape]
+    weight: Any  # [n_chunks, chunk]
 
 
 def make_eval_set(x: np.ndarray, y: np.ndarray, chunk: int) -> EvalSet:
@@ -100,7 +102,11 @@ def means_over(eval_set: EvalSet, per_sample: Callable[[jax.Array, jax.Array], d
     keeps each pass's arithmetic as a single metric's, so a metric's bits do not depend on which
     others are computed beside it)."""
     names = jax.eval_shape(per_sample, eval_set.x[0], eval_set.y[0])
-    return {k: mean_over(eval_set, lambda x, y, k=k: per_sample(x, y)[k]) for k in names}
+
+    def one(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        return lambda x, y: per_sample(x, y)[name]
+
+    return {k: mean_over(eval_set, one(k)) for k in names}
 
 
 def uses_sampler(task: Any) -> bool:
@@ -121,12 +127,16 @@ def run_data(task: Any, eval_chunk: int) -> Any:
     if not uses_sampler(task):
         return task.data(eval_chunk)
     data = task.data()
-    if isinstance(data, dict) and isinstance(data.get("eval"), dict) and all(isinstance(v, tuple) and len(v) == 2 for v in data["eval"].values()):
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("eval"), dict)
+        and all(isinstance(v, tuple) and len(v) == 2 for v in data["eval"].values())
+    ):
         data = {**data, "eval": {name: make_eval_set(np.asarray(x), np.asarray(y), eval_chunk) for name, (x, y) in data["eval"].items()}}
     return data
 
 
-def mse(module: nn.Module, params: Params, eval_set: EvalSet) -> jax.Array:
+def mse(module: Any, params: Params, eval_set: EvalSet) -> jax.Array:
     """Eval-mode mean squared error over an eval set (targets [chunk, outputs])."""
     return mean_over(eval_set, lambda x, y: fixed_order_sum((module.apply({"params": params}, x, train=False) - y) ** 2))
 
@@ -142,7 +152,8 @@ class NNXModule:
         from flax import nnx
 
         self.module = module
-        self.graph, self.params, self.rest = nnx.split(module, nnx.Param, ...)
+        parts: Any = nnx.split(module, nnx.Param, ...)
+        self.graph, self.params, self.rest = parts
         keys = jax.tree.leaves(self.rest, is_leaf=lambda v: isinstance(v, nnx.RngKey))
         self.streams = sorted({v.tag for v in keys if isinstance(v, nnx.RngKey)})
 
@@ -158,7 +169,8 @@ class NNXModule:
         nnx.replace_by_pure_dict(params, variables["params"])
         module = nnx.merge(self.graph, params, jax.tree.map(lambda a: a, self.rest))
         if rngs and self.streams:
-            nnx.reseed(module, **{stream: rngs.get("dropout") for stream in self.streams})
+            keys: dict[str, Any] = {stream: rngs.get("dropout") for stream in self.streams}
+            nnx.reseed(module, **keys)
         return module(x, train=train)
 
     @property
@@ -204,7 +216,7 @@ class Task:
     def input_shape(self) -> tuple[int, ...]:
         raise NotImplementedError(f"{type(self).__name__}.input_shape")
 
-    def data(self, *eval_chunk: int) -> Any:
+    def data(self) -> Any:
         """The fixed arrays of a run (host numpy), any pytree. With a `sampler`: `data()` (no
         argument), a dict whose "eval" entry maps each eval set's name to its plain arrays
         `(x, y)`; the engine cuts them into chunks of train.eval_batch_size samples. With `batch`
@@ -212,7 +224,7 @@ class Task:
         `data.eval_sets`, a dict of `make_eval_set(x, y, eval_chunk)`."""
         raise NotImplementedError(f"{type(self).__name__}.data")
 
-    def sampler(self, model: Any, batch_size: int) -> Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None:
+    def sampler(self, model: Any, batch_size: int) -> Callable[..., tuple[jax.Array, jax.Array]] | None:
         """The function `(data, key, step) -> (x [batch_size, *input_shape], y)` that a model of
         table `model` trains on at global step `step` (traced inside jit; `key` is the model's data
         key, drawn from its seed index alone: models of one seed index see the same batches).
@@ -232,8 +244,9 @@ class Task:
         `(data, key, step, order)` (`batch`'s `order`)."""
         return None
 
-    def batch(self, data: Any, model: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
-              batch_size: int) -> tuple[jax.Array, jax.Array]:
+    def batch(
+        self, data: Any, model: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int
+    ) -> tuple[jax.Array, jax.Array]:
         """The (x [batch, *input_shape], y) a model of table `model` (its group's) trains on at
         global step `step`, usually train.batch_size samples; `key` is the model's data key (its
         seed index only: models of one seed see the same batches)."""
@@ -258,13 +271,18 @@ class Task:
         the batch's gradient). None (the default): the loss is computed from the batch."""
         return None
 
-    def evaluate(self, module: nn.Module, params: Params, data: Any) -> dict[str, jax.Array]:
+    def evaluate(self, module: Any, params: Params, data: Any) -> dict[str, jax.Array]:
         """Eval-mode metrics (scalars) after every interval. With a `sampler`: each of `metrics`
         averaged over every eval set (`val_loss`, `val_accuracy`, ...); with `batch`: `NAME_loss`
         (MSE) per eval set of `data.eval_sets`."""
         if uses_sampler(self):
-            return {f"{name}_{metric}": value for name, eval_set in data["eval"].items()
-                    for metric, value in means_over(eval_set, lambda x, y: self.metrics(module.apply({"params": params}, x, train=False), y)).items()}
+            return {
+                f"{name}_{metric}": value
+                for name, eval_set in data["eval"].items()
+                for metric, value in means_over(
+                    eval_set, lambda x, y: self.metrics(module.apply({"params": params}, x, train=False), y)
+                ).items()
+            }
         return {f"{name}_loss": mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
 
     def val_bound(self, model: Any, eval_chunk: int) -> Callable[[Params], tuple[jax.Array, jax.Array]] | None:
@@ -288,7 +306,7 @@ _REGISTRY: dict[str, type[Task]] = {}
 def register(cls: type[Task]) -> type[Task]:
     """Class decorator: file an experiment under its `name` field's default. Registering the
     same class again (a module imported twice, a notebook cell run again) replaces it."""
-    name = cls.__dataclass_fields__["name"].default
+    name: str = cls.__dataclass_fields__["name"].default  # type: ignore[assignment]  # a str default (checked at load)
     previous = _REGISTRY.get(name)
     if previous is not None and (previous.__module__, previous.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"experiment {name!r} is already registered by {previous.__module__}.{previous.__qualname__}")
@@ -321,26 +339,34 @@ def check_experiment(cls: type[Task]) -> None:
     if missing:
         raise ExperimentError(f"{where}: defines no {missing[0]}(); an experiment must define {', '.join(REQUIRED)} and sampler")
     if cls.sampler is Task.sampler and cls.batch is Task.batch:
-        raise ExperimentError(f"{where}: defines no sampler(model, batch_size), which returns the (data, key, step) -> (x, y) "
-                              "a model trains on")
+        raise ExperimentError(
+            f"{where}: defines no sampler(model, batch_size), which returns the (data, key, step) -> (x, y) a model trains on"
+        )
     if not isinstance(cls.models, tuple | list) or not cls.models:
-        raise ExperimentError(f"{where}: models = {cls.models!r}: must be a tuple of at least one model table "
-                              "(a frozen dataclass with `name` and `init` fields)")
+        raise ExperimentError(
+            f"{where}: models = {cls.models!r}: must be a tuple of at least one model table "
+            "(a frozen dataclass with `name` and `init` fields)"
+        )
     names = []
     for table in cls.models:
         fields = {f.name: f for f in dataclasses.fields(table)} if dataclasses.is_dataclass(table) and isinstance(table, type) else {}
         if not isinstance(fields.get("name") and fields["name"].default, str) or "init" not in fields:
-            raise ExperimentError(f"{where}: model table {getattr(table, '__name__', table)!r} must be a dataclass with a `name` "
-                                  "field (its default names the table) and an `init` field (a tuple of Literal init schemes)")
+            raise ExperimentError(
+                f"{where}: model table {getattr(table, '__name__', table)!r} must be a dataclass with a `name` "
+                "field (its default names the table) and an `init` field (a tuple of Literal init schemes)"
+            )
         schemes = model_schemes(table)
         if not schemes:
-            raise ExperimentError(f"{where}: model table {table.__name__}.init must be typed tuple[Literal['scheme', ...], ...] "
-                                  "(the init schemes it allows)")
+            raise ExperimentError(
+                f"{where}: model table {table.__name__}.init must be typed tuple[Literal['scheme', ...], ...] (the init schemes it allows)"
+            )
         if cls.init_params is Task.init_params:  # the default knows PyTorch's schemes only
             unknown = [s for s in schemes if s not in inits.SCHEMES]
             if unknown:
-                raise ExperimentError(f"{where}: model table {table.__name__} allows init {unknown[0]!r}, but no code provides it: "
-                                      f"the known schemes are {', '.join(inits.SCHEMES)}; or define {cls.__name__}.init_params")
+                raise ExperimentError(
+                    f"{where}: model table {table.__name__} allows init {unknown[0]!r}, but no code provides it: "
+                    f"the known schemes are {', '.join(inits.SCHEMES)}; or define {cls.__name__}.init_params"
+                )
         names.append(fields["name"].default)
     if len(set(names)) != len(names):
         raise ExperimentError(f"{where}: two model tables are named {max(names, key=names.count)!r}; each needs its own name")
@@ -383,26 +409,30 @@ def import_experiment(spec: str, base: Path) -> str:
         module = _import_file(path)
         spec = str(path)
     if _REGISTRY == before and not _registers(module):
-        raise ExperimentError(f"config key 'experiment' = {given!r}: imported, but it registers no experiment; decorate its Task subclass "
-                              "with @jaxfit.register")
+        raise ExperimentError(
+            f"config key 'experiment' = {given!r}: imported, but it registers no experiment; decorate its Task subclass "
+            "with @jaxfit.register"
+        )
     return spec
 
 
 def _registers(module: Any) -> bool:
     """Whether a module (or one it imported from) registered an experiment."""
     registered = set(_REGISTRY.values())
-    return any(cls.__module__ == module.__name__ or cls.__module__.startswith(module.__name__ + ".") for cls in registered) \
-        or any(isinstance(v, type) and v in registered for v in vars(module).values())
+    return any(cls.__module__ == module.__name__ or cls.__module__.startswith(module.__name__ + ".") for cls in registered) or any(
+        isinstance(v, type) and v in registered for v in vars(module).values()
+    )
 
 
 def _import_file(path: Path) -> Any:
     """Import a .py file once (a file already imported, e.g. by `import my_experiment` in a notebook,
     is not imported again); its module."""
     for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
+        if getattr(module, "__file__", None) and Path(str(module.__file__)).resolve() == path:
             return module
     name = path.stem if path.stem not in sys.modules else f"jaxfit_experiment_{abs(hash(str(path)))}"
     loader = importlib.util.spec_from_file_location(name, path)
+    assert loader is not None and loader.loader is not None  # a .py file's path (checked by the caller)
     module = importlib.util.module_from_spec(loader)
     sys.modules[name] = module
     sys.path.insert(0, str(path.parent))  # a module beside the file imports as it would from there

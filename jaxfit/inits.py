@@ -3,9 +3,10 @@ shapes) and a key, drawing every Dense layer (a subtree with `kernel` and `bias`
 PyTorch's initialisers do. An experiment adds its own schemes (e.g. hand-set values) in its
 `Task.init_params`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -17,10 +17,12 @@ a one-input Dense layer. It paid 1.8x while the 1->k->1 nets validated on a 5001
 step; with the closed-form validation, 1.02 / 1.04 / 0.97x for 1->1->1 nets and 0.98 / 1.00 /
 1.01x for 1->8->1 nets in three measurements. nn.Dense gives the same bits.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

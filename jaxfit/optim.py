@@ -29,6 +29,7 @@ tests check every optimiser and schedule against torch itself):
 
 Any other optax optimiser: a table with a `direction(hp)` method, registered with `register`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,7 @@ from jaxfit.config import Sweep, bounded, fail
 def step_lr(lr: Any, step_size: int, gamma: float | None = None, *, steps_per_epoch: int = 1, log_gamma: Any = None) -> optax.Schedule:
     """torch's StepLR as an optax Schedule: lr * gamma ** (epoch // step_size), epoch = count //
     steps_per_epoch. `log_gamma` (a traced per-model number) replaces math.log(gamma)."""
-    log_gamma = math.log(gamma) if log_gamma is None else log_gamma
+    log_gamma = math.log(gamma) if log_gamma is None and gamma is not None else log_gamma  # one of the two is given
 
     def schedule(count: jax.Array) -> jax.Array:
         epoch = count // steps_per_epoch
@@ -57,11 +58,20 @@ def step_lr(lr: Any, step_size: int, gamma: float | None = None, *, steps_per_ep
     return schedule
 
 
-def cyclic_lr(base_lr: Any, max_lr: Any, step_size_up: int, step_size_down: int, mode: str = "triangular", gamma: float = 1.0, *,
-              steps_per_epoch: int = 1, log_gamma: Any = None) -> optax.Schedule:
+def cyclic_lr(
+    base_lr: Any,
+    max_lr: Any,
+    step_size_up: int,
+    step_size_down: int,
+    mode: str = "triangular",
+    gamma: float = 1.0,
+    *,
+    steps_per_epoch: int = 1,
+    log_gamma: Any = None,
+) -> optax.Schedule:
     """torch's CyclicLR (cycle_momentum=False) as an optax Schedule, stepped every
     `steps_per_epoch` counts. `log_gamma` (traced) replaces math.log(gamma) (exp_range)."""
-    log_gamma = math.log(gamma) if log_gamma is None else log_gamma
+    log_gamma = math.log(gamma) if log_gamma is None and gamma is not None else log_gamma  # one of the two is given
     up, down = step_size_up, step_size_down
 
     def schedule(count: jax.Array) -> jax.Array:
@@ -124,8 +134,15 @@ class Cyclic:
     def lr_schedule(self, hp: dict, steps_per_epoch: int) -> optax.Schedule:
         every = steps_per_epoch if self.interval == "epoch" else 1
         log_gamma = hp["schedule.log_gamma"] if self.mode == "exp_range" else 0.0  # gamma only scales exp_range
-        return cyclic_lr(hp["schedule.base_lr"], hp["schedule.max_lr"], self.step_size_up, self.step_size_down, self.mode,
-                         steps_per_epoch=every, log_gamma=log_gamma)
+        return cyclic_lr(
+            hp["schedule.base_lr"],
+            hp["schedule.max_lr"],
+            self.step_size_up,
+            self.step_size_down,
+            self.mode,
+            steps_per_epoch=every,
+            log_gamma=log_gamma,
+        )
 
 
 SCHEDULES = (Constant, StepDecay, Cyclic)
@@ -140,14 +157,14 @@ def register(cls: type) -> type:
     frozen dataclass with a `name` field (its default is the name), numeric fields typed `Sweep`
     (each can be a sweep axis; read them from hp as 'optim.FIELD'), and `direction(hp)`, the
     update before the learning rate, e.g. `optax.scale_by_lion(b1=hp["optim.b1"])`."""
-    OPTIMISERS[cls.__dataclass_fields__["name"].default] = cls
+    OPTIMISERS[cls.__dataclass_fields__["name"].default] = cls  # type: ignore[attr-defined]  # a dataclass
     return cls
 
 
 def _with_weight_decay(hp: dict, *parts: optax.GradientTransformation) -> optax.GradientTransformation:
     """torch's L2 weight decay (g + wd * p) first, where there is one, then `parts`."""
-    parts = ([optax.add_decayed_weights(hp["optim.weight_decay"])] if "optim.weight_decay" in hp else []) + list(parts)
-    return optax.chain(*parts) if parts else optax.identity()
+    chain = ([optax.add_decayed_weights(hp["optim.weight_decay"])] if "optim.weight_decay" in hp else []) + list(parts)
+    return optax.chain(*chain) if chain else optax.identity()
 
 
 @register
@@ -195,7 +212,7 @@ class Adam:
 class AdamW(Adam):
     """torch.optim.AdamW: Adam's numbers, decoupled weight decay (torch's default 0.01)."""
 
-    name: Literal["adamw"] = "adamw"
+    name: Literal["adamw"] = "adamw"  # type: ignore[assignment]  # a table of its own, with Adam's fields
     weight_decay: Sweep = bounded(0.01, ge=0)
 
     def direction(self, hp: dict) -> optax.GradientTransformation:
@@ -249,11 +266,10 @@ def hyperparameters(group: Any) -> dict[str, float | tuple[float, ...]]:
     return out
 
 
-def per_model(numbers: dict[str, float]) -> dict[str, float]:
+def per_model(numbers: dict[str, Any]) -> dict[str, Any]:
     """One model's numbers, plus what is best computed in float64 on the host: log(gamma), so
     gamma ** count stays within 1e-6 of torch's float64 after a million steps (gamma rounded
     to float32 and raised to the count would not)."""
     if "schedule.gamma" in numbers:
         numbers = {**numbers, "schedule.log_gamma": math.log(numbers["schedule.gamma"])}
     return numbers
-

@@ -1,6 +1,7 @@
 """PNG plots of a finished run, drawn from its files (config, summary.json, history.npz,
 params.npz) so they can be redrawn without training: the common loss curves, and the helpers an
 experiment's own plots use (sets of models that differ only in seed, one model's parameters)."""
+
 from __future__ import annotations
 
 import warnings
@@ -31,15 +32,17 @@ def sets(summary: dict) -> dict[str, np.ndarray]:
     }
 
 
-def panels(n: int, width: float = 4.2, height: float = 3.2, sharex: bool = False, sharey: bool = False,
-           title: str = "") -> tuple[Any, list[Any]]:
+def panels(
+    n: int, width: float = 4.2, height: float = 3.2, sharex: bool = False, sharey: bool = False, title: str = ""
+) -> tuple[Any, list[Any]]:
     """A figure of min(n, MAX_PANELS) panels wrapped at COLUMNS a row (unused ones hidden), and
     its axes in reading order; the title says when cells beyond MAX_PANELS are left out."""
     shown = min(n, MAX_PANELS)
     columns = min(shown, COLUMNS)
     rows = -(-shown // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows + (0.4 if title else 0)), squeeze=False,
-                             sharex=sharex, sharey=sharey)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, height * rows + (0.4 if title else 0)), squeeze=False, sharex=sharex, sharey=sharey
+    )
     flat = list(axes.ravel())
     for ax in flat[shown:]:
         ax.set_visible(False)
@@ -96,7 +99,10 @@ def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: boo
         for colour, name in enumerate(evals, start=1):
             xs, values = x, history[name][index]
             if f"{name}_init" in history:  # from before training: x = 0, or 1 on a log axis
-                xs, values = np.concatenate([[1 if log_x else 0], x]), np.concatenate([history[f"{name}_init"][index, None], values], axis=1)
+                xs, values = (
+                    np.concatenate([[1 if log_x else 0], x]),
+                    np.concatenate([history[f"{name}_init"][index, None], values], axis=1),
+                )
             if np.isfinite(values).any():
                 band(ax, xs, values, f"{name} (eval mode)", f"C{colour}", ls="-" if name.startswith("val") else "--")
         ax.set_yscale("log")
@@ -117,9 +123,15 @@ def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
     total = max(summary["run"]["steps"], 1)
     steps = np.unique(np.geomspace(1, total, 400).astype(int))
     curves = {label: analysis.reached_by(models, analysis.Cell((), tuple(int(i) for i in index)), steps) for label, index in cells.items()}
-    fig, axes = panels(len(cells), 4.2, 3.0, sharex=True, sharey=True,
-                       title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} "
-                             f"by step t, with its Wilson 95 % band" + ("; grey: the other cells" if 1 < len(cells) <= 16 else ""))
+    fig, axes = panels(
+        len(cells),
+        4.2,
+        3.0,
+        sharex=True,
+        sharey=True,
+        title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} "
+        f"by step t, with its Wilson 95 % band" + ("; grey: the other cells" if 1 < len(cells) <= 16 else ""),
+    )
     for ax, (label, (share, low, high)) in zip(axes, curves.items()):
         for other, (other_share, _, _) in curves.items():
             if other != label and len(curves) <= 16:
@@ -129,7 +141,7 @@ def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
         ax.set_title(f"{label}: {share[-1]:.0%} of {len(cells[label])}", fontsize=8)
         ax.set(xscale="log", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
-    for ax in axes[-min(len(axes), COLUMNS):]:
+    for ax in axes[-min(len(axes), COLUMNS) :]:
         ax.set_xlabel("step")
     for ax in axes[::COLUMNS]:
         ax.set_ylabel("reached")
@@ -143,8 +155,10 @@ def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
     monitor, threshold = cfg.task.monitor, cfg.train.stop_at is not None
     labels = list(cells)
     y = np.arange(len(labels))[::-1]
-    fig, axes = plt.subplots(1, 2 if threshold else 1, figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)), squeeze=False, sharey=True)
-    axes = list(axes[0])
+    fig, grid = plt.subplots(
+        1, 2 if threshold else 1, figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)), squeeze=False, sharey=True
+    )
+    axes = list(grid[0])
     finals = np.asarray([m.get(f"{monitor}_final") if m.get(f"{monitor}_final") is not None else np.nan for m in models], float)
     if threshold:
         ax = axes.pop(0)

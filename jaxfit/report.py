@@ -3,7 +3,8 @@
 Files (each written atomically: temp file + rename):
 - `config.toml`: the resolved config; loads back to the same run.
 - `summary.json`: {"run": {...}, "models": [...], "analysis": {...}} (analysis.py), one entry per model, in the order of the
-  first axis of every `history.npz` array. Model keys (METRIC: the task's eval metrics, e.g.
+  first axis of every `history.npz` array; past 1,000 models "models" is "models.json.gz", the
+  file that holds them (`read_summary` reads either). Model keys (METRIC: the task's eval metrics, e.g.
   val_loss, and train_eval_loss where an experiment evaluates its training set; MONITOR: the one that
   stopping and "best" look at, val_loss unless the experiment says otherwise):
     group, seed, init, <swept key: value>...   where the model sits
@@ -27,9 +28,11 @@ Files (each written atomically: temp file + rename):
 `python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone;
 `python -m jaxfit.report DIR1 DIR2 ... [--out CMP]` compares runs in one table and one figure.
 """
+
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import sys
@@ -40,8 +43,8 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from jaxfit import config as config_lib
 from jaxfit import analysis, rundir, sweep, train
+from jaxfit import config as config_lib
 from jaxfit.analysis import wilson_interval
 from jaxfit.rundir import atomic_write  # noqa: F401 -- also report.atomic_write, for callers that write a run's files
 
@@ -65,16 +68,18 @@ def model_entries(cfg: config_lib.Config, result: sweep.Result) -> list[dict]:
             entry = {**label, **initial, **final}
             if "val_loss" in state.initial:  # the seeds' names for it: lossInit, lossFinl
                 entry.update(loss_init=entry["val_loss_init"], loss_final=entry["val_loss_final"])
-            entry.update({
-                f"{monitor}_best": _number(state.best_val[i]),
-                "best_step": best_step if best_step >= 0 else None,
-                "best_epoch": best_step // cfg.steps_per_epoch if best_step >= 0 else None,
-                "steps": int(state.steps_done[i]),
-                "reached": bool(state.stop_step[i] >= 0),
-                "stop_step": int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
-                "diverged": bool(state.diverged_step[i] >= 0),
-                "diverged_step": int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
-            })
+            entry.update(
+                {
+                    f"{monitor}_best": _number(state.best_val[i]),
+                    "best_step": best_step if best_step >= 0 else None,
+                    "best_epoch": best_step // cfg.steps_per_epoch if best_step >= 0 else None,
+                    "steps": int(state.steps_done[i]),
+                    "reached": bool(state.stop_step[i] >= 0),
+                    "stop_step": int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
+                    "diverged": bool(state.diverged_step[i] >= 0),
+                    "diverged_step": int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
+                }
+            )
             entries.append(entry)
     return entries
 
@@ -146,11 +151,33 @@ def load_history(path: Path | str) -> dict[str, np.ndarray]:
     return arrays
 
 
+MODELS_FILE = "models.json.gz"  # a run of over INLINE_MODELS models keeps its model entries here
+INLINE_MODELS = 1000
+
+
 def write_json(path: Path, data: dict) -> None:
-    """JSON, indented for a reader up to a thousand models, compact past that (10,000 models:
-    a fifth smaller)."""
-    indent = 1 if len(data.get("models", ())) <= 1000 else None
-    atomic_write(path, lambda f: json.dump(data, f, indent=indent, separators=None if indent else (",", ":")))
+    """JSON, indented for a reader."""
+    atomic_write(path, lambda f: json.dump(data, f, indent=1))
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """summary.json; past INLINE_MODELS models its entries go to models.json.gz (compact, gzip:
+    10,000 models in ~0.6 MB instead of 4 MB of text) and summary.json names that file."""
+    models = summary["models"]
+    if len(models) <= INLINE_MODELS:
+        write_json(out / "summary.json", summary)
+        return
+    text = json.dumps(models, separators=(",", ":")).encode()
+    atomic_write(out / MODELS_FILE, lambda f: f.write(gzip.compress(text, mtime=0)), binary=True)
+    write_json(out / "summary.json", {**summary, "models": MODELS_FILE})
+
+
+def read_summary(folder: Path) -> dict:
+    """summary.json with its model entries, wherever they are kept."""
+    summary = json.loads((folder / "summary.json").read_text())
+    if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
+        summary["models"] = json.loads(gzip.decompress((folder / MODELS_FILE).read_bytes()))
+    return summary
 
 
 def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
@@ -166,7 +193,7 @@ def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
 def load_params(arrays: Any, group: str, kind: str) -> dict:
     """The parameter tree of every model of `group` ([models, ...] leaves) from params.npz."""
     prefix = f"{group}/{kind}/"
-    flat = {tuple(k[len(prefix):].split("/")): np.asarray(arrays[k]) for k in arrays.keys() if k.startswith(prefix)}
+    flat = {tuple(k[len(prefix) :].split("/")): np.asarray(arrays[k]) for k in arrays.keys() if k.startswith(prefix)}
     return traverse_util.unflatten_dict(flat)
 
 
@@ -177,10 +204,10 @@ def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> 
     summary = {"run": run_info(cfg, result), "models": models, "analysis": analyse(cfg, models)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
-    write_json(out / "summary.json", summary)
+    write_summary(out, summary)
     history = pack_history(history_arrays(cfg, result), set_indices(models))
-    atomic_write(out / "history.npz", lambda f: np.savez_compressed(f, **history), binary=True)
-    atomic_write(out / "params.npz", lambda f: np.savez_compressed(f, **params_arrays(result)), binary=True)
+    atomic_write(out / "history.npz", lambda f: np.savez_compressed(f, **history), binary=True)  # type: ignore[arg-type]  # numpy's stub
+    atomic_write(out / "params.npz", lambda f: np.savez_compressed(f, **params_arrays(result)), binary=True)  # type: ignore[arg-type]
     return redraw(out)
 
 
@@ -208,10 +235,18 @@ def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarra
         raise damaged("config.toml", error) from None
     try:
         summary = json.loads((folder / "summary.json").read_text())
+    except Exception as error:  # noqa: BLE001 -- not JSON
+        raise damaged("summary.json", error) from None
+    if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
+        try:
+            summary["models"] = read_summary(folder)["models"]
+        except Exception as error:  # noqa: BLE001 -- missing, cut short, not gzip or not JSON
+            raise damaged(MODELS_FILE, error) from None
+    try:
         models = summary["models"]
         if not isinstance(summary["run"], dict) or not models or not all(isinstance(m, dict) and "group" in m for m in models):
             raise ValueError("expected {'run': {...}, 'models': [{'group': ...}, ...]}")
-    except Exception as error:  # noqa: BLE001 -- not JSON, not a summary
+    except Exception as error:  # noqa: BLE001 -- not a summary
         raise damaged("summary.json", error) from None
     arrays = {}
     for name in ("history.npz", "params.npz"):
@@ -247,7 +282,7 @@ def redraw(out: Path) -> str:
     summary["analysis"] = fresh
     text = summary_markdown(cfg, summary)  # before anything is written: a summary that is not a run's fails here
     if changed:
-        write_json(out / "summary.json", summary)
+        write_summary(out, summary)
     atomic_write(out / "summary.md", lambda f: f.write(text))
     plots.draw_all(out, cfg, summary, history, params)
     return text
@@ -362,8 +397,11 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
     if stop_at is not None:
         sign = ">=" if cfg.task.goal == "max" else "<="
         title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
-    per_model = "## Every model\n\n" + (markdown_table(models, coords + metrics) if len(models) <= MAX_MODEL_ROWS else
-                                          f"{len(models):,} models: every model's numbers are in summary.json.")
+    per_model = "## Every model\n\n" + (
+        markdown_table(models, coords + metrics)
+        if len(models) <= MAX_MODEL_ROWS
+        else f"{len(models):,} models: every model's numbers are in summary.json."
+    )
     answer = analysis_markdown(summary.get("analysis") or analyse(cfg, models), stop_at is not None, monitor)
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", *answer, per_model, ""])
 
@@ -382,34 +420,69 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
     classes = result["outcome_classes"]
     if result["cells"]:
         rows = [{"cell": c["name"], "n": c["n"], **{k: c["outcomes"].get(k, 0) for k in classes}} for c in result["cells"]]
-        out += ["## Outcomes per cell", "", f"Outcome classes: {'reached the threshold, ' if has_threshold else ''}diverged, and the run's "
-                f"clusters of final {monitor} (within 5 % of each other), named by their level.", "", markdown_table(rows, list(rows[0])), ""]
+        out += [
+            "## Outcomes per cell",
+            "",
+            f"Outcome classes: {'reached the threshold, ' if has_threshold else ''}diverged, and the run's "
+            f"clusters of final {monitor} (within 5 % of each other), named by their level.",
+            "",
+            markdown_table(rows, list(rows[0])),
+            "",
+        ]
     if not result["factors"]:
         return out
-    out += ["## What changes the outcome: paired comparisons", "",
-            "Cells that differ in one coordinate, compared on the seeds they share (the same initial draw and batches). "
-            + ("Success: exact McNemar on the discordant seeds (only A / only B reached the threshold). " if has_threshold else "")
-            + f"Final {monitor} and steps to the threshold: paired Wilcoxon signed-rank (a model that never reached it counts as "
-            "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1].", ""]
+    out += [
+        "## What changes the outcome: paired comparisons",
+        "",
+        "Cells that differ in one coordinate, compared on the seeds they share (the same initial draw and batches). "
+        + ("Success: exact McNemar on the discordant seeds (only A / only B reached the threshold). " if has_threshold else "")
+        + f"Final {monitor} and steps to the threshold: paired Wilcoxon signed-rank (a model that never reached it counts as "
+        "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1].",
+        "",
+    ]
     factor_rows = []
     for f in result["factors"]:
         row = {"coordinate": f["factor"], "A vs B": f"{f['a']} vs {f['b']}", "strata": f["strata"], "pairs": f["pairs"]}
         if has_threshold:
-            row.update({"success A": f["success_a"], "success B": f["success_b"], "only A": f["only_a"], "only B": f["only_b"],
-                        "McNemar p": _p(f["p"]), "B − A success": f"{f['difference']:+.1%}"})
+            row.update(
+                {
+                    "success A": f["success_a"],
+                    "success B": f["success_b"],
+                    "only A": f["only_a"],
+                    "only B": f["only_b"],
+                    "McNemar p": _p(f["p"]),
+                    "B − A success": f"{f['difference']:+.1%}",
+                }
+            )
         row[f"final {monitor} effect"] = f"{f['final_effect']:+.2f}"
         factor_rows.append(row)
     out += ["### Factors, pooled over the others (largest change first)", "", markdown_table(factor_rows, list(factor_rows[0])), ""]
     rows = []
     for c in result["comparisons"][:MAX_COMPARISON_ROWS]:
-        row = {"coordinate": c["factor"], "A vs B": f"{c['a']} vs {c['b']}", "held fixed": ", ".join(f"{v}" for v in c["held"].values()) or "-",
-               "pairs": c["pairs"]}
+        row = {
+            "coordinate": c["factor"],
+            "A vs B": f"{c['a']} vs {c['b']}",
+            "held fixed": ", ".join(f"{v}" for v in c["held"].values()) or "-",
+            "pairs": c["pairs"],
+        }
         if has_threshold:
             s = c["success"]
-            row.update({"success A / B": f"{s['a']} / {s['b']}", "only A / B": f"{s['only_a']} / {s['only_b']}", "McNemar p": _p(s["p"]),
-                        "steps B − A (median)": fmt(c["steps"]["median_difference"]), "steps p": _p(c["steps"]["p"])})
-        row.update({f"final {monitor} B − A (median)": fmt(c["final"]["median_difference"]), "final p": _p(c["final"]["p"]),
-                    "note": "; ".join(c["notes"]) or ""})
+            row.update(
+                {
+                    "success A / B": f"{s['a']} / {s['b']}",
+                    "only A / B": f"{s['only_a']} / {s['only_b']}",
+                    "McNemar p": _p(s["p"]),
+                    "steps B − A (median)": fmt(c["steps"]["median_difference"]),
+                    "steps p": _p(c["steps"]["p"]),
+                }
+            )
+        row.update(
+            {
+                f"final {monitor} B − A (median)": fmt(c["final"]["median_difference"]),
+                "final p": _p(c["final"]["p"]),
+                "note": "; ".join(c["notes"]) or "",
+            }
+        )
         rows.append(row)
     more = len(result["comparisons"]) - len(rows)
     out += ["### Each comparison", "", markdown_table(rows, list(rows[0])), ""]
@@ -480,11 +553,16 @@ def draw_comparison(out: Path, cells: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxfit.report",
-                                     description="Redraw summary.md and plots of a finished run; given several runs, compare them.")
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxfit.report", description="Redraw summary.md and plots of a finished run; given several runs, compare them."
+    )
     parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
-    parser.add_argument("--out", type=Path, help="with several runs: where compare.md and compare_curves.png go "
-                                                 "(default runs/compare-<date-time>/; a run folder is never written)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="with several runs: where compare.md and compare_curves.png go "
+        "(default runs/compare-<date-time>/; a run folder is never written)",
+    )
     args = parser.parse_args(argv)
     dirs = list({d.resolve(): d for d in reversed(args.dirs)}.values())[::-1]  # a folder named twice is one run
     if len(dirs) < len(args.dirs):
@@ -509,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyError, TypeError, ValueError, IndexError) as error:  # files that read but do not hold what a run writes
         what = " ".join(map(str, dirs))
-        print(f"error: {what}: the files cannot be read as a jaxfit run's ({type(error).__name__}: {error})".splitlines()[0][:400], file=sys.stderr)
+        print(
+            f"error: {what}: the files cannot be read as a jaxfit run's ({type(error).__name__}: {error})".splitlines()[0][:400],
+            file=sys.stderr,
+        )
         return 2
     except OSError as error:  # the folder cannot be written (read-only, full)
         print(f"error: writing the report failed ({error.strerror or error}: {error.filename or ''})", file=sys.stderr)

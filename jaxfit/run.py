@@ -9,6 +9,7 @@ SIGTERM or SIGHUP stop at the end of a chunk with a checkpoint (exit 130 / 143 /
 cannot write (a full disk) stops in one line, exit 2, keeping what it wrote. A resumed run must
 be the same program: the config it started with, and the same experiment code and jaxfit version.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import datetime
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jaxfit import config as config_lib
 from jaxfit import distributed, rundir, trackers
@@ -31,7 +32,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -40,23 +41,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a built-in config name (an unknown one lists them) or a path to a .toml file")
     source.add_argument("--resume", type=Path, metavar="DIR", help="continue the stopped run in DIR from its latest checkpoint")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config value, e.g. train.epochs=2, sweep.n_seeds=3, groups.wide.optim.lr=[0.05,0.1] (repeatable)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<config name>-<date-time>/); must be new or empty")
-    parser.add_argument("--overwrite", action="store_true", help="replace the earlier run in --out once the new one has finished (only that run's files)")
-    parser.add_argument("--allow-code-change", action="store_true",
-                        help="with --resume: continue although the experiment's code or jaxfit's version changed since the run started "
-                             "(its history then mixes two programs)")
-    parser.add_argument("--log", action="append", default=[], choices=("tensorboard", "wandb"),
-                        help="also write live curves to TensorBoard (DIR/tensorboard/) or Weights & Biases, after every chunk (repeatable; "
-                             "adds to the config's [logging] to)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the earlier run in --out once the new one has finished (only that run's files)"
+    )
+    parser.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="with --resume: continue although the experiment's code or jaxfit's version changed since the run started "
+        "(its history then mixes two programs)",
+    )
+    parser.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        choices=("tensorboard", "wandb"),
+        help="also write live curves to TensorBoard (DIR/tensorboard/) or Weights & Biases, after every chunk (repeatable; "
+        "adds to the config's [logging] to)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
-    parser.add_argument("--distributed", metavar="HOST:PORT,N,I", type=distributed_spec,
-                        help="one of N processes (process I) training one run together under jax.distributed, "
-                             "HOST:PORT being process 0's coordinator; 'auto': JAX detects them (SLURM, Open MPI, ...)")
-    parser.add_argument("--join-timeout", type=float, metavar="SECONDS",
-                        help=f"with --distributed: how long to wait for every process to join (default {distributed.JOIN_TIMEOUT_S:g})")
+    parser.add_argument(
+        "--distributed",
+        metavar="HOST:PORT,N,I",
+        type=distributed_spec,
+        help="one of N processes (process I) training one run together under jax.distributed, "
+        "HOST:PORT being process 0's coordinator; 'auto': JAX detects them (SLURM, Open MPI, ...)",
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"with --distributed: how long to wait for every process to join (default {distributed.JOIN_TIMEOUT_S:g})",
+    )
     parser.add_argument("--stop-after-chunks", type=int, metavar="N", help=argparse.SUPPRESS)  # testing resume
     return parser.parse_args(argv)
 
@@ -66,8 +91,7 @@ def distributed_spec(text: str) -> tuple[str | None, int | None, int | None]:
     if text == "auto":
         return None, None, None
     parts = text.split(",")
-    if len(parts) != 3 or ":" not in parts[0] or not parts[1].isdigit() or not parts[2].isdigit() \
-            or not 0 <= int(parts[2]) < int(parts[1]):
+    if len(parts) != 3 or ":" not in parts[0] or not parts[1].isdigit() or not parts[2].isdigit() or not 0 <= int(parts[2]) < int(parts[1]):
         raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT,N,I (N processes, this one I, 0 <= I < N) or 'auto'")
     return parts[0], int(parts[1]), int(parts[2])
 
@@ -83,7 +107,8 @@ def join_processes(args: argparse.Namespace) -> bool:
     if not 0 < timeout < 1e9:
         raise UsageError(f"--join-timeout {timeout:g}: must be a number of seconds > 0")
     try:
-        return distributed.join(*args.distributed, timeout_s=timeout) == 0
+        coordinator, n_processes, process_id = args.distributed
+        return distributed.join(coordinator, n_processes, process_id, timeout_s=timeout) == 0
     except distributed.JoinError as error:
         raise UsageError(f"--distributed: {error}") from None
 
@@ -98,7 +123,7 @@ def started_config(cfg: config_lib.Config) -> dict:
     return {k: v for k, v in config_lib.to_dict(cfg).items() if k not in ("execution", "logging")}
 
 
-def with_logging(cfg: config_lib.Config, names: list[str]) -> config_lib.Config:
+def with_logging(cfg: config_lib.Config, names: list[Any]) -> config_lib.Config:
     """The config with the trackers of --log added to its [logging] table."""
     if not names:
         return cfg
@@ -134,8 +159,10 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
         marker = rundir.read_marker(work)
         if marker is not None and marker["config"] != started_config(cfg):
             changed = "; ".join(_differences(marker["config"], started_config(cfg))[:5])
-            raise UsageError(f"--resume {args.resume}: config.toml is not the config the run was started with ({changed}); "
-                             "that would change results: undo the edit, or start a new run")
+            raise UsageError(
+                f"--resume {args.resume}: config.toml is not the config the run was started with ({changed}); "
+                "that would change results: undo the edit, or start a new run"
+            )
         if marker is not None and not args.allow_code_change:
             check_same_code(args.resume, marker.get("code"), code_of(type(cfg.task)))
         return cfg, args.resume, work
@@ -157,11 +184,15 @@ def check_same_code(folder: Path, started: dict | None, now: dict) -> None:
         return
     changed = [f"{key} {started.get(key)} -> {now.get(key)}" for key in ("jaxfit",) if started.get(key) != now.get(key)]
     if started.get("experiment_sha256") != now.get("experiment_sha256"):
-        changed.append(f"{now.get('experiment_file') or started.get('experiment_file')} changed "
-                       f"(sha256 {str(started.get('experiment_sha256'))[:12]} -> {str(now.get('experiment_sha256'))[:12]})")
+        changed.append(
+            f"{now.get('experiment_file') or started.get('experiment_file')} changed "
+            f"(sha256 {str(started.get('experiment_sha256'))[:12]} -> {str(now.get('experiment_sha256'))[:12]})"
+        )
     if changed:
-        raise UsageError(f"--resume {folder}: not the program the run started with ({'; '.join(changed)}); its history would mix "
-                         f"two programs: restore the code, start a new run, or insist with --resume {folder} --allow-code-change")
+        raise UsageError(
+            f"--resume {folder}: not the program the run started with ({'; '.join(changed)}); its history would mix "
+            f"two programs: restore the code, start a new run, or insist with --resume {folder} --allow-code-change"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,8 +239,9 @@ def one_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest,
-           primary: bool = True) -> int:
+def _train(
+    args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Path, prepared: Any, stop: StopRequest, primary: bool = True
+) -> int:
     """Train in the owned folder: mark it, train, write the run's files, then (for --overwrite)
     move the finished run over the earlier one. Under jax.distributed every process trains its
     share of the models and writes its share of each checkpoint; only process 0 writes files."""
@@ -232,14 +264,23 @@ def _train(args: argparse.Namespace, cfg: config_lib.Config, out: Path, work: Pa
             work = rundir.resume_dir(out) if resume else out / rundir.STAGING if rundir.read_marker(out / rundir.STAGING) else out
     with trackers.Trackers(cfg, work, resume, name=out.name) if cfg.logging.to else contextlib.nullcontext() as live:
         try:
-            result = sweep.train_prepared(prepared, quiet=args.quiet, checkpoint_dir=work / "checkpoints", resume=resume,
-                                          stop_after_chunks=args.stop_after_chunks, stop=stop, on_chunk=live and live.on_chunk)
+            result = sweep.train_prepared(
+                prepared,
+                quiet=args.quiet,
+                checkpoint_dir=work / "checkpoints",
+                resume=resume,
+                stop_after_chunks=args.stop_after_chunks,
+                stop=stop,
+                on_chunk=live.on_chunk if live else None,
+            )
         except sweep.Interrupted as interrupted:
             print(f"{interrupted}; checkpoint saved. Continue with: python -m jaxfit.run --resume {out}", file=sys.stderr)
             return 128 + interrupted.signum
         if not result.finished:
-            print(f"stopped after {result.timing['steps_run']:,} steps as asked; continue with: python -m jaxfit.run --resume {out}",
-                  file=sys.stderr)
+            print(
+                f"stopped after {result.timing['steps_run']:,} steps as asked; continue with: python -m jaxfit.run --resume {out}",
+                file=sys.stderr,
+            )
             return 0
         if not primary:
             return 0

@@ -11,6 +11,7 @@ replaces an earlier run without losing it first. Host code only.
   where `--resume DIR` continues it; the earlier run stays whole until then. A crash while the
   finished run moves in is completed by the next command that uses the folder (`settle`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 MARKER, LOCK, STAGING = ".jaxfit-run.json", ".jaxfit.lock", ".jaxfit-staging"
 OWN = {MARKER, LOCK, STAGING}  # bookkeeping, not run files
@@ -30,7 +32,7 @@ class FolderError(Exception):
     """A run folder that cannot be used as asked (one line, exit 2)."""
 
 
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+def atomic_write(path: Path, write: Callable[[IO], object], binary: bool = False) -> None:
     """Write via a temp file in the same folder and rename, so no reader sees half a file."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -112,8 +114,10 @@ def owned(out: Path) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip()
         handle.close()
-        raise FolderError(f"--out {out}: another jaxfit process{f' (pid {holder})' if holder else ''} is writing this folder; "
-                          "wait for it to end or choose another folder") from None
+        raise FolderError(
+            f"--out {out}: another jaxfit process{f' (pid {holder})' if holder else ''} is writing this folder; "
+            "wait for it to end or choose another folder"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -160,6 +164,7 @@ def promote(out: Path, staging: Path) -> None:
         atomic_write(journal, lambda f: json.dump({"files": old.get("files", [])}, f))
     old_files = json.loads(journal.read_text())["files"]
     new = read_marker(staging)
+    assert new is not None  # a finished run is staged with its marker
     (out / MARKER).unlink(missing_ok=True)
     for name in new["files"]:
         if not (staging / name).exists():  # moved before a crash

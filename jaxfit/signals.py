@@ -1,5 +1,6 @@
 """Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal, a dropped ssh) as a request to stop at the next safe point, not an exception
 at a random one. Host code only; imports nothing heavy, so the CLI installs it first."""
+
 from __future__ import annotations
 
 import signal
@@ -28,15 +29,18 @@ class StopRequest:
         name = signal.Signals(signum).name
         if self.requested is None:
             self.requested = signum
-            message = ("training has finished; writing the run's files (seconds), then exiting" if self.finishing
-                       else "stopping at the end of the current chunk, after a checkpoint ...")
+            message = (
+                "training has finished; writing the run's files (seconds), then exiting"
+                if self.finishing
+                else "stopping at the end of the current chunk, after a checkpoint ..."
+            )
             print(f"{name}: {message}", file=sys.stderr, flush=True)
         elif not self._repeated:
             self._repeated = True
             what = "the run's files are" if self.finishing else "the checkpoint is"
             print(f"{name}: already stopping; {what} being written", file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self)

@@ -3,6 +3,7 @@ swept numbers), jit one function that runs a chunk of every group (each vmapped 
 models), and drive it from the host chunk by chunk (progress, early exit when every model has
 stopped).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,8 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxfit import checks, optim, train
-from jaxfit.signals import StopRequest
 from jaxfit.config import Config, Group
+from jaxfit.signals import StopRequest
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def expand(cfg: Config) -> list[GroupModels]:
     for group in cfg.groups:
         numbers = optim.hyperparameters(group)
         swept = {k: v for k, v in numbers.items() if isinstance(v, tuple)}
-        labels, seed_index, init_index, hp = [], [], [], {}
+        labels, seed_index, init_index = [], [], []
+        hp: dict[str, list[float]] = {}
         for init_i, init in enumerate(group.model.init):
             for values in itertools.product(*swept.values()):
                 chosen = dict(zip(swept, values))
@@ -69,7 +71,7 @@ def expand(cfg: Config) -> list[GroupModels]:
                     labels.append({"group": group.name, "seed": seed, "init": init, **chosen})
                     seed_index.append(seed)
                     init_index.append(init_i)
-                    for k, v in optim.per_model({**numbers, **chosen}).items():
+                    for k, v in optim.per_model(numbers | chosen).items():
                         hp.setdefault(k, []).append(v)
         coords = train.Coords(
             np.asarray(seed_index, np.int32),
@@ -102,8 +104,11 @@ class Progress:
     def __init__(self, total_steps: int, n_models: int, quiet: bool, done: int = 0):
         self.total, self.n_models, self.quiet, self.first = total_steps, n_models, quiet, done
         self.start = self.last_line = time.perf_counter()
-        self.bar = tqdm(total=total_steps, initial=done, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr) \
-            if not quiet and sys.stderr.isatty() else None
+        self.bar = (
+            tqdm(total=total_steps, initial=done, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+            if not quiet and sys.stderr.isatty()
+            else None
+        )
 
     def update(self, done: int, previous: int, active: int, diverged: int) -> None:
         if self.bar is not None:
@@ -116,8 +121,12 @@ class Progress:
         self.last_line = now
         rate = (done - self.first) / max(now - self.start, 1e-9)
         eta = (self.total - done) / max(rate, 1e-9)
-        print(f"step {done:,}/{self.total:,} ({100 * done / self.total:.0f}%), {rate * self.n_models:,.0f} model-steps/s, "
-              f"{active} active, {diverged} diverged, ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+        print(
+            f"step {done:,}/{self.total:,} ({100 * done / self.total:.0f}%), {rate * self.n_models:,.0f} model-steps/s, "
+            f"{active} active, {diverged} diverged, ETA {eta / 60:.1f} min",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -233,8 +242,7 @@ class Prepared:
     compile_s: float
 
 
-def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
-            batches: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
+def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
     """Everything before training: models, data, and one compiled init and chunk function for
     all groups (the models axis sharded over every device). Refuses (TooLarge) a run whose
     models, data or compiled step would not fit in memory, before allocating it."""
@@ -256,34 +264,52 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None,
     data = jax.device_put(data, replicated)
 
     def init_all(coords, given, data):
-        return [in_blocks(lambda m, d: t.init(m[0], d, m[1]), block, (c, p), data) for t, block, c, p in zip(trainers, blocks, coords, given)]
+        return [
+            in_blocks(lambda m, d: t.init(m[0], d, m[1]), block, (c, p), data) for t, block, c, p in zip(trainers, blocks, coords, given)
+        ]
 
     def chunk_all(states, coords, data, first_interval):
-        return [in_blocks(lambda m, d, k: t.run_chunk(*m, d, k), block, (s, c), data, first_interval)
-                for t, block, s, c in zip(trainers, blocks, states, coords)]
+        return [
+            in_blocks(lambda m, d, k: t.run_chunk(*m, d, k), block, (s, c), data, first_interval)
+            for t, block, s, c in zip(trainers, blocks, states, coords)
+        ]
 
     # each device runs its own share of the models (in its blocks); the data is replicated
-    init_all = jax.shard_map(init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False)
-    chunk_all = jax.shard_map(chunk_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P(), P()), out_specs=P("models"),
-                              check_vma=False)
+    init_all = jax.shard_map(
+        init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False
+    )
+    chunk_all = jax.shard_map(
+        chunk_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P(), P()), out_specs=P("models"), check_vma=False
+    )
     try:
         init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
-        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, given, data))
+        states = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, given, data)
+        )
         chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
     except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner allocates while compiling
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
-        raise TooLarge(f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
-                       f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; {SMALLER}") from None
+        raise TooLarge(
+            f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
+            f"{(available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; {SMALLER}"
+        ) from None
     memory = chunk_fn.memory_analysis()
     needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
     _check_fits(f"training {n_models:,} models ({device.device_kind})", needed, available_memory(device))
     return Prepared(cfg, groups, coords, data, given, init_fn, chunk_fn, time.perf_counter() - start)
 
 
-def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None = None,
-        batches: tuple[np.ndarray, np.ndarray] | None = None, checkpoint_dir: Path | None = None,
-        resume: bool = False, stop_after_chunks: int | None = None, on_chunk: OnChunk | None = None) -> Result:
+def run(
+    cfg: Config,
+    quiet: bool = False,
+    initial_params: dict[str, Any] | None = None,
+    batches: tuple[np.ndarray, np.ndarray] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    stop_after_chunks: int | None = None,
+    on_chunk: OnChunk | None = None,
+) -> Result:
     """Train every model of `cfg` (see `prepare` and `train_prepared`).
 
     initial_params: {group name: parameter tree whose leaves have a leading [n_models] axis},
@@ -294,8 +320,15 @@ def run(cfg: Config, quiet: bool = False, initial_params: dict[str, Any] | None 
         return train_prepared(prepare(cfg, initial_params, batches), quiet, checkpoint_dir, resume, stop_after_chunks, stop, on_chunk)
 
 
-def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path | None = None, resume: bool = False,
-                   stop_after_chunks: int | None = None, stop: StopRequest | None = None, on_chunk: OnChunk | None = None) -> Result:
+def train_prepared(
+    prepared: Prepared,
+    quiet: bool = False,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    stop_after_chunks: int | None = None,
+    stop: StopRequest | None = None,
+    on_chunk: OnChunk | None = None,
+) -> Result:
     """Drive the compiled chunks from the host: progress, checkpoints, early exit.
 
     checkpoint_dir: where orbax keeps the whole state every `execution.checkpoint_every`
@@ -311,6 +344,7 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
     checkpoints = Checkpoints(checkpoint_dir, cfg) if checkpoint_dir is not None else None
     first_interval, run_s, steps_run = 0, 0.0, 0
     if resume:
+        assert checkpoints is not None  # a resume names its checkpoint folder
         states, meta = checkpoints.restore(states)
         first_interval, run_s, steps_run = meta["next_interval"], meta["run_s"], meta["steps_run"]
         if on_chunk is not None:  # what a tracker dropped or added since missed (even of a finished run)
@@ -372,8 +406,7 @@ def train_prepared(prepared: Prepared, quiet: bool = False, checkpoint_dir: Path
     states = [jax.tree.map(lambda a: a[: g.n_models], s) for g, s in zip(groups, _fetch(states))]
     run_s += time.perf_counter() - start
     n_models = sum(g.n_models for g in groups)
-    timing = {"compile_s": compile_s, "run_s": run_s, "steps_run": steps_run,
-              "model_steps_per_s": n_models * steps_run / max(run_s, 1e-9)}
+    timing = {"compile_s": compile_s, "run_s": run_s, "steps_run": steps_run, "model_steps_per_s": n_models * steps_run / max(run_s, 1e-9)}
     return Result(groups, states, train.logged_intervals(cfg), timing, finished)
 
 
@@ -421,7 +454,7 @@ def _quiet_closed_loop_noise() -> None:
         if not _closed_loop(value):
             except_hook(kind, value, traceback)
 
-    unraisable.jaxfit_filter = True
+    unraisable.jaxfit_filter = True  # type: ignore[attr-defined]  # marks our hook (installed once)
     sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
@@ -467,7 +500,7 @@ class Checkpoints:
         _quiet_closed_loop_noise()
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
-        except Exception as error:  # orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)
+        except Exception as error:  # noqa: BLE001 -- orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)
             warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)  # orbax's abandoned writes
             logging.getLogger("asyncio").addFilter(_unretrieved)  # ... and their futures, reported when collected
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -483,8 +516,9 @@ class Checkpoints:
         steps = sorted(self.manager.all_steps(), reverse=True)
         for tried, step in enumerate(steps):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                               meta=ocp.args.JsonRestore()))
+                restored = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+                )
                 checksum = state_checksum(restored.state)
                 if restored.meta.get("checksum", checksum) != checksum:  # checkpoints of earlier versions have none
                     raise ValueError("its data does not match its checksum")

@@ -33,6 +33,7 @@ without duplicate points: points up to the last step recorded there are skipped 
 same bits, since a resumed run retraces its steps exactly), and TensorBoard purges anything a
 killed process wrote after that record. Only process 0 writes (under jax.distributed).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,9 @@ import os
 import sys
 import time
 import uuid
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -67,10 +68,12 @@ def require(names: tuple[str, ...]) -> None:
         try:
             __import__(module)
         except ImportError:
-            raise MissingExtra(f"--log {name} needs the {module} package: pip install \"jaxfit[{extra}]\"") from None
+            raise MissingExtra(f'--log {name} needs the {module} package: pip install "jaxfit[{extra}]"') from None
     if "wandb" in names and not _wandb_can_log():
-        raise MissingExtra("--log wandb: W&B is online but has no credentials (no WANDB_API_KEY, no netrc entry): run `wandb login`, "
-                           "or log offline with WANDB_MODE=offline")
+        raise MissingExtra(
+            "--log wandb: W&B is online but has no credentials (no WANDB_API_KEY, no netrc entry): run `wandb login`, "
+            "or log offline with WANDB_MODE=offline"
+        )
 
 
 def _wandb_can_log() -> bool:
@@ -130,8 +133,13 @@ class Trackers:
         if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
             for name in cfg.logging.to:  # a resumed run skips what each sink holds
-                self._guard(name, "start", lambda: self.sinks.__setitem__(
-                    name, (TensorBoard if name == "tensorboard" else Wandb)(self, self.written[name], resume)))
+                self._guard(
+                    name,
+                    "start",
+                    lambda: self.sinks.__setitem__(
+                        name, (TensorBoard if name == "tensorboard" else Wandb)(self, self.written[name], resume)
+                    ),
+                )
             self._save()
 
     def __enter__(self) -> Trackers:
@@ -150,8 +158,12 @@ class Trackers:
     def _drop(self, name: str, what: str, error: Exception) -> None:
         sink = self.sinks.pop(name, None)
         first = (str(error).strip().splitlines() or [""])[0][:200]
-        print(f"--log {name}: failed to {what} ({type(error).__name__}: {first}); dropped, training goes on; it holds the points up to "
-              f"step {self.written.get(name, 0):,}, and --resume picks it up from there", file=sys.stderr, flush=True)
+        print(
+            f"--log {name}: failed to {what} ({type(error).__name__}: {first}); dropped, training goes on; it holds the points up to "
+            f"step {self.written.get(name, 0):,}, and --resume picks it up from there",
+            file=sys.stderr,
+            flush=True,
+        )
         if sink is not None:
             try:
                 sink.abandon()
@@ -184,14 +196,20 @@ class Trackers:
             return
         for group, history in zip(self.groups, histories):
             history = {k: np.asarray(v[: group.n_models]) for k, v in history.items()}
-            bands = {path: {name: _bands(values[index]) for name, values in history.items()}
-                     for path, index in _sets(group.labels).items()}
+            bands = {path: {name: _bands(values[index]) for name, values in history.items()} for path, index in _sets(group.labels).items()}
             for name, sink in list(self.sinks.items()):
                 fresh = steps > sink.written
                 if fresh.any():
-                    self._guard(name, "write", lambda sink=sink, fresh=fresh: sink.points(
-                        group, steps[fresh], {k: v[:, fresh] for k, v in history.items()},
-                        {path: {m: {b: v[fresh] for b, v in band.items()} for m, band in per.items()} for path, per in bands.items()}))
+                    self._guard(
+                        name,
+                        "write",
+                        lambda sink=sink, fresh=fresh: sink.points(
+                            group,
+                            steps[fresh],
+                            {k: v[:, fresh] for k, v in history.items()},
+                            {path: {m: {b: v[fresh] for b, v in band.items()} for m, band in per.items()} for path, per in bands.items()},
+                        ),
+                    )
         self.flush(force=False)
 
     def flush(self, force: bool = True) -> None:
@@ -210,10 +228,12 @@ class Trackers:
     def finish(self, out: Path | str) -> None:
         """The summary table and the plots of the finished run in `out`; then close. A tracker
         that fails here is dropped like any other: the run is finished all the same."""
+        from jaxfit import report
+
         self.flush()
         if self.writes and self.sinks:
             out = Path(out)
-            summary = json.loads((out / "summary.json").read_text())
+            summary = report.read_summary(out)
             text = (out / "summary.md").read_text()
             images = sorted(out.glob("*.png"))
             for name, sink in list(self.sinks.items()):
@@ -287,8 +307,9 @@ class TensorBoard:
         root = trackers.out / "tensorboard"
         purge = written + 1 if resume else None  # hide what a killed process wrote after the record
         self.models = {g.group.name: [EventFile(root / model_path(label), purge) for label in g.labels] for g in trackers.groups}
-        self.bands = {path: {name: EventFile(root / path / f"~{name}", purge) for name in BANDS}
-                      for g in trackers.groups for path in _sets(g.labels)}
+        self.bands = {
+            path: {name: EventFile(root / path / f"~{name}", purge) for name in BANDS} for g in trackers.groups for path in _sets(g.labels)
+        }
         self.run = SummaryWriter(str(root / "~run"), purge_step=purge, flush_secs=3600)  # text and images: a few events
         self.groups = trackers.groups
         if not resume:
@@ -322,8 +343,11 @@ class TensorBoard:
         for g in self.groups:
             entries = [m for m in summary["models"] if m["group"] == g.group.name]  # in the order of g.labels
             for label, entry, events in zip(g.labels, entries, self.models[g.group.name]):
-                finals = {f"final/{k}": float(v) for k, v in entry.items()
-                          if (k.endswith("_final") or k in ("steps", "stop_step")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                finals = {
+                    f"final/{k}": float(v)
+                    for k, v in entry.items()
+                    if (k.endswith("_final") or k in ("steps", "stop_step")) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
                 finals["final/reached"] = float(bool(entry.get("reached")))
                 for proto in hparams(dict(label), finals):
                     events.summary(proto)
@@ -360,20 +384,32 @@ class Wandb:
             name = g.group.name
             run_id = trackers.ids.get(name) or f"{name}-{uuid.uuid4().hex[:8]}"
             trackers.ids[name] = run_id
-            group_config = {k: v for k, v in whole.items() if k != "groups"} | {"group": name, **whole["groups"][name],
-                                                                                  "n_models": g.n_models}
+            group_config = {k: v for k, v in whole.items() if k != "groups"} | {
+                "group": name,
+                **whole["groups"][name],
+                "n_models": g.n_models,
+            }
             self.runs[name] = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "jaxfit"), group=trackers.name, name=name, job_type=cfg.name,
-                id=run_id, resume="allow", config=group_config, dir=str(trackers.out), reinit="create_new",
-                settings=wandb.Settings(silent=True, console="off", save_code=False, disable_git=True,
-                                        x_disable_stats=True, x_disable_machine_info=True))
+                project=os.environ.get("WANDB_PROJECT", "jaxfit"),
+                group=trackers.name,
+                name=name,
+                job_type=cfg.name,
+                id=run_id,
+                resume="allow",
+                config=group_config,
+                dir=str(trackers.out),
+                reinit="create_new",
+                settings=wandb.Settings(
+                    silent=True, console="off", save_code=False, disable_git=True, x_disable_stats=True, x_disable_machine_info=True
+                ),
+            )
 
     def points(self, group: Any, steps: np.ndarray, history: dict, bands: dict) -> None:
         run = self.runs[group.group.name]
         for k, step in enumerate(steps):
             row = {}
             for i, label in enumerate(group.labels):
-                where = model_path(label)[len(label["group"]) + 1:]
+                where = model_path(label)[len(label["group"]) + 1 :]
                 for name, values in history.items():
                     if np.isfinite(values[i, k]):
                         row[f"{name}/{where}"] = float(values[i, k])

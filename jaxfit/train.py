@@ -18,10 +18,12 @@ in init scheme or a swept number see the same batches and dropout masks, and a m
 do not depend on which models run beside it. Per-step keys fold in the global step, so a chunk
 boundary never changes a result.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -53,7 +55,9 @@ def with_batches(task: Task, data: RunData, x: np.ndarray, y: np.ndarray, n_step
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     shape = (batch_size, *task.input_shape())
     if x.ndim < 2 or x.shape[0] < n_steps or x.shape[1:] != shape or y.shape[:2] != x.shape[:2]:
-        raise ValueError(f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {', '.join(map(str, shape))}] and y [..., {batch_size}, ...]")
+        raise ValueError(
+            f"batches: x {x.shape}, y {y.shape}; need x [>= {n_steps}, {', '.join(map(str, shape))}] and y [..., {batch_size}, ...]"
+        )
     return data._replace(batches=(x, y))
 
 
@@ -65,9 +69,9 @@ def metric_names(evals: dict) -> tuple[str, ...]:
 class Coords(NamedTuple):
     """Where a model sits in its group: seed index, init scheme index, swept numbers."""
 
-    seed_index: jax.Array  # int32
-    init_index: jax.Array  # int32
-    hp: dict[str, jax.Array]  # float32, keyed 'optim.lr', 'schedule.max_lr', ...
+    seed_index: Any  # int32 [models]: numpy on the host, a jax.Array once placed
+    init_index: Any  # int32 [models]
+    hp: dict[str, Any]  # float32 [models], keyed 'optim.lr', 'schedule.max_lr', ...
 
 
 @struct.dataclass
@@ -102,19 +106,19 @@ def doprint_steps(last: int) -> list[int]:
 def logged_intervals(cfg: Config) -> np.ndarray:
     """Intervals whose metrics go into the history: all of them for runs of up to 1000
     intervals (e.g. every epoch of 600); else those ending at one of the seed's doPrint steps or on
-    a log-spaced grid of 200 steps, and the last one. Nothing is stored per step."""
+    a log-spaced grid of `train.history_points` steps, and the last one. Nothing is stored per step."""
     n = cfg.n_intervals
     if n <= 1000:
         return np.arange(n)
     steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
     total = total_steps(cfg)
-    wanted = set(doprint_steps(total)) | set(np.unique(np.geomspace(1, total, 200).astype(np.int64)).tolist())
+    wanted = set(doprint_steps(total)) | set(np.unique(np.geomspace(1, total, cfg.train.history_points).astype(np.int64)).tolist())
     ends = np.minimum((np.arange(n) + 1) * steps_per_interval, total)
     return np.flatnonzero(np.isin(ends, sorted(wanted)) | (np.arange(n) == n - 1))
 
 
 def total_steps(cfg: Config) -> int:
-    return cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * cfg.steps_per_epoch
+    return cfg.train.steps if cfg.train.steps is not None else cfg.n_epochs * cfg.steps_per_epoch
 
 
 def interval_end_steps(cfg: Config, intervals: np.ndarray) -> np.ndarray:
@@ -125,7 +129,8 @@ def interval_end_steps(cfg: Config, intervals: np.ndarray) -> np.ndarray:
 def model_keys(seed: int, seed_index: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(data, dropout, init) keys of a model: functions of the run seed and seed index only."""
     key = jax.random.fold_in(jax.random.key(seed), seed_index)
-    return tuple(jax.random.fold_in(key, stream) for stream in (DATA_STREAM, DROPOUT_STREAM, INIT_STREAM))
+    data, dropout, init = (jax.random.fold_in(key, stream) for stream in (DATA_STREAM, DROPOUT_STREAM, INIT_STREAM))
+    return data, dropout, init
 
 
 def _where(condition: jax.Array, new: Any, old: Any) -> Any:
@@ -170,14 +175,14 @@ def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
 
 
-def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array,
-             batch_size: int):
+def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int):
     """The (x, y) a model of table `model` trains on at global step `step`: the given batches,
     or the task's."""
     if data.batches is not None:
         return data.batches[0][step], data.batches[1][step]
     if uses_sampler(task):
         sample = task.sampler(model, batch_size)
+        assert sample is not None  # uses_sampler
         x, y = sample(data.task, key, step, order) if uses_epoch_order(task) else sample(data.task, key, step)
     else:
         x, y = task.batch(data.task, model, order, key, step, step_in_epoch, batch_size)
@@ -205,7 +210,7 @@ class Trainer(NamedTuple):
 
     init: Callable
     run_chunk: Callable
-    footprint: Callable
+    footprint: Callable[[Coords, RunData], tuple[int, int]]
 
 
 def largest_array_bytes(fn: Callable, *args: Any) -> int:
@@ -214,7 +219,7 @@ def largest_array_bytes(fn: Callable, *args: Any) -> int:
 
     def walk(jaxpr: Jaxpr):
         for eqn in jaxpr.eqns:
-            yield from (v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars if hasattr(v.aval, "size"))
+            yield from (v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars if hasattr(v.aval, "size"))  # type: ignore[attr-defined]
             for param in eqn.params.values():
                 for sub in param if isinstance(param, (list, tuple)) else (param,):
                     if isinstance(sub, (ClosedJaxpr, Jaxpr)):
@@ -277,8 +282,9 @@ def make_train(cfg: Config, group: Group) -> Trainer:
             history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
         )
 
-    def train_step(carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, data_key: jax.Array, coords: Coords,
-                   data: RunData) -> Trained:
+    def train_step(
+        carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, data_key: jax.Array, coords: Coords, data: RunData
+    ) -> Trained:
         """One model's optimiser step (none for a frozen model, or past the last step)."""
         params, opt_state, active, steps_done, diverged_step, loss_sum = carry
         step = epoch * steps_per_epoch + step_in_epoch
@@ -289,7 +295,9 @@ def make_train(cfg: Config, group: Group) -> Trainer:
         update = live & finite
         params, opt_state = _where(update, (new_params, new_opt_state), (params, opt_state))
         diverged_step = jnp.where(live & ~finite, step, diverged_step)
-        return Trained(params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0))
+        return Trained(
+            params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0)
+        )
 
     def epoch_order(data_key: jax.Array, data: RunData, epoch: jax.Array) -> Any:
         return task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
@@ -318,6 +326,7 @@ def make_train(cfg: Config, group: Group) -> Trainer:
     def ranked(state: ModelState, trained: Trained) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
         """One model's closed-form monitored metric, whether its direct value is needed (it could
         decide a stop, or the model just diverged), and the estimate recorded where it is not."""
+        assert bound is not None  # only made for a task with a closed form
         ranking, margin = bound(trained.params)
         could_stop = reaches(ranking + margin if maximise else ranking - margin)
         needed = just_diverged(state, trained) | (trained.active & could_stop)
@@ -346,13 +355,20 @@ def make_train(cfg: Config, group: Group) -> Trainer:
             return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
 
         buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
-        branches = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
+        branches: list[Callable[[], Any]] = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
         count = jnp.sum(needed)
         branch = sum((count > size).astype(jnp.int32) for size in [0, *buffers])  # the smallest that holds them all
         return jax.lax.switch(branch, branches), ranking
 
-    def record(state: ModelState, trained: Trained, evals: dict[str, jax.Array], ranking: jax.Array, interval: jax.Array,
-               slot: jax.Array, coords: Coords) -> ModelState:
+    def record(
+        state: ModelState,
+        trained: Trained,
+        evals: dict[str, jax.Array],
+        ranking: jax.Array,
+        interval: jax.Array,
+        slot: jax.Array,
+        coords: Coords,
+    ) -> ModelState:
         """One model's state after an interval: stop, best parameters, history, final numbers."""
         params, opt_state, active, steps_done, diverged_step, loss_sum = trained
         moved = steps_done > state.steps_done  # this interval moved the model

@@ -7,9 +7,9 @@ summary.json with the run's paired analysis; then redraw summary.md and the plot
 Every array read back through `report.load_history` / `np.load`, and every summary entry, is
 checked equal to what the folder held before; the script stops at the first difference.
 """
+
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +28,7 @@ def arrays(folder: Path) -> dict[str, np.ndarray]:
 
 
 def repack(folder: Path) -> None:
-    before, models = arrays(folder), json.loads((folder / "summary.json").read_text())["models"]
+    before, models = arrays(folder), report.read_summary(folder)["models"]
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     history = report.load_history(folder / "history.npz")
     history = report.pack_history(history, report.set_indices(models))
@@ -41,7 +41,7 @@ def repack(folder: Path) -> None:
     assert before.keys() == after.keys(), folder
     for key in before:
         assert before[key].dtype == after[key].dtype and np.array_equal(before[key], after[key], equal_nan=True), (folder, key)
-    assert json.loads((folder / "summary.json").read_text())["models"] == models, folder
+    assert report.read_summary(folder)["models"] == models, folder
     new_size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     print(f"{folder}: {size / 1e6:.1f} MB -> {new_size / 1e6:.1f} MB, every array and summary entry the same")
 

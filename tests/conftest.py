@@ -1,4 +1,5 @@
 """Small configs for fast tests: the real configs with sizes cut down by `--set` overrides."""
+
 from __future__ import annotations
 
 import os

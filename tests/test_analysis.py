@@ -1,6 +1,7 @@
 """The statistics every run's report carries (jaxfit/analysis.py): the tests against scipy, the
 cells and their pairing, the committed factorial's verdict reproduced by the engine, and the
 figures at 2, 8 and 64 cells."""
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ def test_groups_are_told_apart_by_what_differs_between_them():
     }
     coords = analysis.group_coordinates(groups)
     assert coords["narrow_constant"] == {"group": "narrow_constant", "model.width": 1, "schedule": "constant"}
-    assert coords["wide_cyclic"]["schedule"] == "cyclic" and "schedule.max_lr" not in coords["wide_cyclic"]  # a whole table is one coordinate
+    assert (
+        coords["wide_cyclic"]["schedule"] == "cyclic" and "schedule.max_lr" not in coords["wide_cyclic"]
+    )  # a whole table is one coordinate
     assert analysis.group_coordinates({"only": groups["twin"]}) == {"only": {}}
 
 
@@ -62,11 +65,23 @@ def synthetic(n_seeds: int = 40) -> tuple[list[dict], dict]:
         for lr in (0.1, 0.2):
             for seed in range(n_seeds):
                 reached = bool(luck[seed] < (0.2 if width == 1 else 0.8))
-                models.append({"group": group, "seed": seed, "init": "he", "optim.lr": lr, "reached": reached, "diverged": False,
-                               "steps": int(1000 * (1 + luck[seed])) if reached else 5000, "stop_step": int(1000 * (1 + luck[seed])) if reached else None,
-                               "val_loss_final": 0.001 if reached else 0.0658 * (1 + 0.001 * luck[seed])})
-    groups = {"narrow": {"model": {"name": "mlp", "width": 1}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}},
-              "wide": {"model": {"name": "mlp", "width": 8}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}}}
+                models.append(
+                    {
+                        "group": group,
+                        "seed": seed,
+                        "init": "he",
+                        "optim.lr": lr,
+                        "reached": reached,
+                        "diverged": False,
+                        "steps": int(1000 * (1 + luck[seed])) if reached else 5000,
+                        "stop_step": int(1000 * (1 + luck[seed])) if reached else None,
+                        "val_loss_final": 0.001 if reached else 0.0658 * (1 + 0.001 * luck[seed]),
+                    }
+                )
+    groups = {
+        "narrow": {"model": {"name": "mlp", "width": 1}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}},
+        "wide": {"model": {"name": "mlp", "width": 8}, "optim": {"name": "sgd", "lr": [0.1, 0.2]}},
+    }
     return models, groups
 
 
@@ -82,9 +97,12 @@ def test_cells_pair_on_shared_seeds_and_the_factor_that_matters_comes_first():
     stuck = [m["val_loss_final"] for m in models if not m["reached"]]
     assert result["outcome_classes"] == ["reached", f"≈{np.median(stuck):.4g}"]  # one plateau class, named by its level
     one = next(c for c in result["comparisons"] if c["factor"] == "model.width")
-    assert one["notes"] == [] and one["steps"]["pairs"] == sum(m["reached"] for m in models if m["group"] == "wide" and m["optim.lr"] == 0.1)
+    assert one["notes"] == [] and one["steps"]["pairs"] == sum(
+        m["reached"] for m in models if m["group"] == "wide" and m["optim.lr"] == 0.1
+    )
     assert next(c for c in result["comparisons"] if c["factor"] == "optim.lr")["notes"] == [
-        "0 discordant seeds: too few for McNemar to reach p < 0.05"]
+        "0 discordant seeds: too few for McNemar to reach p < 0.05"
+    ]
 
 
 def test_few_seeds_are_said_to_be_few():
@@ -111,7 +129,10 @@ def test_the_engine_reproduces_the_factorials_committed_verdict():
     groups = tomllib.loads((folder / "config.toml").read_text())["groups"]
     factors = {f["factor"]: f for f in analysis.analyse(models, groups, "val_loss", 0.005, 1_000_001)["factors"]}
     assert {k: (f["only_a"], f["only_b"], f["pairs"], f["strata"]) for k, f in factors.items()} == {
-        "model.width": (8, 228, 400, 4), "model.train_on": (25, 3, 400, 4), "schedule": (28, 14, 400, 4)}
+        "model.width": (8, 228, 400, 4),
+        "model.train_on": (25, 3, 400, 4),
+        "schedule": (28, 14, 400, 4),
+    }
     assert f"{factors['model.width']['p']:.1g}" == "4e-57" and f"{factors['schedule']['p']:.2g}" == "0.044"
     assert list(factors) == ["model.width", "model.train_on", "schedule"]  # largest change in success first
 
@@ -124,8 +145,21 @@ def test_summary_and_figures_at_2_8_and_64_cells(tmp_path, capsys, n_lr):
 
     lrs = ",".join(str(0.001 * (k + 1)) for k in range(n_lr))
     out = tmp_path / "run"
-    args = ["--config", str(ROOT / "examples" / "spirals.toml"), "--set", "sweep.n_seeds=2", "--set", "train.steps=50",
-            "--set", f"optim.lr=[{lrs}]", "--set", "train.stop_at=0.6", "--quiet", "--out", str(out)]
+    args = [
+        "--config",
+        str(ROOT / "examples" / "spirals.toml"),
+        "--set",
+        "sweep.n_seeds=2",
+        "--set",
+        "train.steps=50",
+        "--set",
+        f"optim.lr=[{lrs}]",
+        "--set",
+        "train.stop_at=0.6",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert run.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     cells = summary["analysis"]["cells"]
@@ -168,14 +202,34 @@ def test_a_metric_the_same_across_a_seed_set_is_stored_once_and_read_back_whole(
 
 
 def test_a_runs_files_are_compressed_and_read_back_whole(tmp_path, stepfit_run):
-    """A fresh run's history.npz and params.npz are compressed zip members; the summary of a
-    1,001-model run would be compact JSON (10,000 models: a fifth smaller than indented)."""
+    """A fresh run's history.npz and params.npz are compressed zip members."""
     import zipfile
 
     for name in ("history.npz", "params.npz"):
         with zipfile.ZipFile(stepfit_run / name) as z:
             assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}, name
-    assert "lr@set" in np.load(stepfit_run / "history.npz").files and report.load_history(stepfit_run / "history.npz")["lr"].shape == (6, 300)
-    report.write_json(tmp_path / "big.json", {"models": [{"a": 1}] * 1001})
-    report.write_json(tmp_path / "small.json", {"models": [{"a": 1}] * 3})
-    assert "\n" not in (tmp_path / "big.json").read_text() and "\n" in (tmp_path / "small.json").read_text()
+    assert "lr@set" in np.load(stepfit_run / "history.npz").files and report.load_history(stepfit_run / "history.npz")["lr"].shape == (
+        6,
+        300,
+    )
+
+
+@pytest.mark.parametrize("n_models", [report.INLINE_MODELS, report.INLINE_MODELS + 1])
+def test_the_model_entries_of_a_large_run_go_to_a_gzip_file_read_back_whole(tmp_path, n_models):
+    rng = np.random.default_rng(1)
+    models = [
+        {"group": "g", "seed": i, "loss": float(np.float32(rng.uniform())), "stop_step": None if i % 3 else i, "reached": bool(i % 2)}
+        for i in range(n_models)
+    ]
+    summary = {"run": {"name": "x"}, "models": models, "analysis": {"cells": []}}
+    report.write_summary(tmp_path, summary)
+    inline = n_models <= report.INLINE_MODELS
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert (tmp_path / report.MODELS_FILE).exists() != inline
+    assert on_disk["models"] == (models if inline else report.MODELS_FILE) and on_disk["run"] == summary["run"]
+    assert report.read_summary(tmp_path) == summary
+    report.write_summary(tmp_path, summary)  # written again: the same bytes (no timestamp in the gzip header)
+    if not inline:
+        first = (tmp_path / report.MODELS_FILE).read_bytes()
+        report.write_summary(tmp_path, summary)
+        assert (tmp_path / report.MODELS_FILE).read_bytes() == first

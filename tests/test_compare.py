@@ -1,4 +1,5 @@
 """`python -m jaxfit.report DIR [DIR ...]`: one table and one set of curves across runs."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """Config loading, overrides, the resolved-config round trip, and every bad input the CLI
 must refuse with one line and exit code 2, writing nothing."""
+
 from __future__ import annotations
 
 import subprocess
@@ -63,7 +64,11 @@ BAD_INPUTS = [
     (["--config", "sumsq", "--set", "task.n_train=200000"], "'task.n_train' = 200000", "must be < task.n_samples"),
     (["--config", "sumsq", "--set", "nonsense"], "'--set' = 'nonsense'", "key.sub=value"),
     (["--config", "missing/file.toml"], "'--config' = 'missing/file.toml'", "no such file"),
-    (["--config", "stepfit", "--set", "groups.wide.model.name=shared_subnet"], "'groups.wide.model.name' = 'shared_subnet'", "must be one of 'mlp' (the models of task 'stepfit')"),
+    (
+        ["--config", "stepfit", "--set", "groups.wide.model.name=shared_subnet"],
+        "'groups.wide.model.name' = 'shared_subnet'",
+        "must be one of 'mlp' (the models of task 'stepfit')",
+    ),
 ]
 
 
@@ -96,8 +101,9 @@ def test_not_toml_and_bad_out_dirs(tmp_path, capsys):
 
 @pytest.mark.bad_input
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "jaxfit.run", "--config", "sumsq", "--set", "train.epochs=-3"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxfit.run", "--config", "sumsq", "--set", "train.epochs=-3"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: config key 'train.epochs' = -3: must be > 0"]
     assert not (tmp_path / "runs").exists()

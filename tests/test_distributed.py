@@ -2,6 +2,7 @@
 machine (CPU, a localhost coordinator, one CPU device each) train one run together -- stopped
 and resumed on the way -- and its files equal the single-process run's bit for bit; only
 process 0 writes them."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,16 @@ def together(*args: str) -> list[subprocess.CompletedProcess]:
     """The same command in 2 processes (ids 1 and 0), waiting for both."""
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device per process
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxfit.run", *args, "--distributed", f"localhost:{port},2,{i}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in (1, 0)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jaxfit.run", *args, "--distributed", f"localhost:{port},2,{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in (1, 0)
+    ]
     done = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)

@@ -1,6 +1,7 @@
 """The experiment/engine split: the engine names no experiment; an experiment written outside the
 package (examples/spirals.py: its own data, model, cross-entropy loss, accuracy monitored with
 "higher is better") runs from the CLI and from Python; a built wheel works from any folder."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,25 @@ ROOT = Path(__file__).resolve().parent.parent
 SPIRALS = ROOT / "examples" / "spirals.toml"
 SMALL_SPIRALS = ["sweep.n_seeds=2", "train.steps=600", "optim.lr=[0.01, 0.03]", "train.stop_at=0.9"]
 # The engine: everything but the experiments' own modules and the benchmark of the built-in ones.
-ENGINE = ["__init__", "analysis", "checks", "config", "distributed", "experiment", "inits", "kernels", "optim", "plots", "report", "run", "rundir", "signals", "sweep", "trackers", "train"]
+ENGINE = [
+    "__init__",
+    "analysis",
+    "checks",
+    "config",
+    "distributed",
+    "experiment",
+    "inits",
+    "kernels",
+    "optim",
+    "plots",
+    "report",
+    "run",
+    "rundir",
+    "signals",
+    "sweep",
+    "trackers",
+    "train",
+]
 
 
 def test_the_engine_names_no_experiment():
@@ -35,15 +54,21 @@ def test_the_engine_names_no_experiment():
     for name, task in config.registry().items():
         names |= {name, task.__name__, *(m.__name__ for m in task.models), *(m.__dataclass_fields__["name"].default for m in task.models)}
     pattern = re.compile("|".join(rf"\b{re.escape(n)}\b" for n in sorted(names)), re.IGNORECASE)
-    found = [f"{m}.py:{i}: {line.strip()}" for m in ENGINE
-             for i, line in enumerate((ROOT / "jaxfit" / f"{m}.py").read_text().splitlines(), 1) if pattern.search(line)]
+    found = [
+        f"{m}.py:{i}: {line.strip()}"
+        for m in ENGINE
+        for i, line in enumerate((ROOT / "jaxfit" / f"{m}.py").read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert names >= {"sumsq", "stepfit", "SharedSubnet", "MLP"} and not found, found
 
 
 @pytest.mark.bad_input
 def test_an_unknown_task_or_experiment_file_is_one_line(capsys, tmp_path):
-    for overrides, expected in ((["task.name=nonesuch"], "'task.name' = 'nonesuch': must be one of 'stepfit', 'sumsq'"),
-                                (["experiment=nowhere.py"], "cannot be imported (ImportError: no such file")):
+    for overrides, expected in (
+        (["task.name=nonesuch"], "'task.name' = 'nonesuch': must be one of 'stepfit', 'sumsq'"),
+        (["experiment=nowhere.py"], "cannot be imported (ImportError: no such file"),
+    ):
         sets = [a for o in overrides for a in ("--set", o)]
         assert run.main(["--config", "sumsq", *sets, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
@@ -106,16 +131,24 @@ def test_a_built_wheel_works_from_any_folder(tmp_path):
         shutil.copy(ROOT / part, source / part)
     for part in ("jaxfit", "configs"):
         shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
-                   check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        check=True,
+        cwd=tmp_path,
+    )
     wheel = next((tmp_path / "dist").glob("jaxfit-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     (purelib / "dependencies.pth").write_text("\n".join([*site.getsitepackages(), sysconfig.get_paths()["purelib"]]) + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True
+    )
     user = tmp_path / "elsewhere"
     user.mkdir()
     for name in ("spirals.py", "spirals.toml"):
@@ -126,8 +159,13 @@ def test_a_built_wheel_works_from_any_folder(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
-    where = subprocess.run([python, "-c", "import jaxfit, jaxfit.experiments.torch_reference as r; print(jaxfit.__file__, r.__file__)"],
-                           cwd=user, check=True, capture_output=True, text=True).stdout.split()
+    where = subprocess.run(
+        [python, "-c", "import jaxfit, jaxfit.experiments.torch_reference as r; print(jaxfit.__file__, r.__file__)"],
+        cwd=user,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert all(Path(w).is_relative_to(purelib) for w in where), where  # the benchmark's PyTorch side ships too
     assert 'name = "sumsq"' in jaxfit("--config", "sumsq", "--print-config")
     jaxfit("--config", "stepfit", "--set", "train.steps=50", "--set", "sweep.n_seeds=2", "--quiet", "--out", "stepfit")
@@ -138,12 +176,12 @@ def test_a_built_wheel_works_from_any_folder(tmp_path):
 
 
 def test_the_readme_shows_the_example_as_it_is():
-    """README's "Your own experiment" shows examples/spirals.py and its config verbatim, and
-    the code is about 40 lines (imports and docstrings aside)."""
-    readme = (ROOT / "README.md").read_text()
+    """README's "Your own experiment" shows examples/spirals.py verbatim, docs/experiments.md
+    shows it and its config, and the code is about 40 lines (imports and docstrings aside)."""
+    readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "experiments.md").read_text()
     code = (SPIRALS.parent / "spirals.py").read_text()
-    body = code[code.index("from dataclasses"):]
-    assert body in readme and SPIRALS.read_text() in readme
+    body = code[code.index("from dataclasses") :]
+    assert body in readme and body in docs and SPIRALS.read_text() in docs
     lines = [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith(("import ", "from ", '"""', "#"))]
     assert len(lines) <= 45, len(lines)
 
@@ -157,7 +195,9 @@ def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
     cfg = config.load("stepfit", ["train.steps=10", "sweep.n_seeds=1"])
     sampler = StepfitTask.sampler
     monkeypatch.setattr(StepfitTask, "sampler", lambda self, *args: lambda *a: tuple(v[:, None] for v in sampler(self, *args)(*a)))
-    with pytest.raises(ExperimentError, match=r"StepfitTask: sampler\(model table 'mlp', 100\)\(data, key, step\) returned x of shape \(100, 1, 1\)"):
+    with pytest.raises(
+        ExperimentError, match=r"StepfitTask: sampler\(model table 'mlp', 100\)\(data, key, step\) returned x of shape \(100, 1, 1\)"
+    ):
         sweep.prepare(cfg)
     monkeypatch.undo()
     monkeypatch.setattr(StepfitTask, "evaluate", lambda self, module, params, data: {"val_loss": jnp.zeros(3)})

@@ -2,6 +2,7 @@
 edited configs, damaged checkpoints, diverging models. Each test goes through the CLI
 (`run.main`, or a real process where the OS must take part) and checks the promise: nothing
 lost, nothing silently wrong, one line and exit code 2 instead of a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -34,27 +35,30 @@ def one_line_error(capsys, *words: str) -> str:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("override, names", [
-    ("seed=18446744073709551616", "'seed'"),  # beyond 64 bits
-    ("seed=-1", "'seed'"),
-    ("task.step_at=nan", "'task.step_at'"),
-    ("task.step_at=inf", "'task.step_at'"),
-    ("task.scale=1e300", "'task.scale'"),
-    ("train.stop_at=inf", "'train.stop_at'"),
-    ("train.stop_at=nan", "'train.stop_at'"),
-    ("optim.lr=inf", ".optim.lr'"),
-    ("optim.lr=[0.1, nan]", ".optim.lr'"),
-    ("optim.lr=1e39", ".optim.lr'"),  # finite in float64, infinite in float32
-    ("schedule.max_lr=0.3", "groups.narrow.schedule.max_lr"),  # the narrow group's schedule is constant
-    ("groups.nrrow.optim.lr=0.2", "no group 'nrrow'"),
-    ("groups.extra={}", "no group 'extra'"),
-    ("model=1", "'model'"),
-    ("optim=[1, 2]", "'optim'"),
-    ("groups.wide.model=3", "'groups.wide.model'"),
-    ("train.steps=4294967296", "'train.steps'"),
-    ("name='a/b'", "'name'"),
-    ("name='..'", "'name'"),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("seed=18446744073709551616", "'seed'"),  # beyond 64 bits
+        ("seed=-1", "'seed'"),
+        ("task.step_at=nan", "'task.step_at'"),
+        ("task.step_at=inf", "'task.step_at'"),
+        ("task.scale=1e300", "'task.scale'"),
+        ("train.stop_at=inf", "'train.stop_at'"),
+        ("train.stop_at=nan", "'train.stop_at'"),
+        ("optim.lr=inf", ".optim.lr'"),
+        ("optim.lr=[0.1, nan]", ".optim.lr'"),
+        ("optim.lr=1e39", ".optim.lr'"),  # finite in float64, infinite in float32
+        ("schedule.max_lr=0.3", "groups.narrow.schedule.max_lr"),  # the narrow group's schedule is constant
+        ("groups.nrrow.optim.lr=0.2", "no group 'nrrow'"),
+        ("groups.extra={}", "no group 'extra'"),
+        ("model=1", "'model'"),
+        ("optim=[1, 2]", "'optim'"),
+        ("groups.wide.model=3", "'groups.wide.model'"),
+        ("train.steps=4294967296", "'train.steps'"),
+        ("name='a/b'", "'name'"),
+        ("name='..'", "'name'"),
+    ],
+)
 def test_values_without_meaning_are_refused_in_one_line(tmp_path, capsys, override, names):
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--set", override, "--out", str(out)]) == 2
@@ -63,11 +67,14 @@ def test_values_without_meaning_are_refused_in_one_line(tmp_path, capsys, overri
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("override, names", [
-    ("task.low=-inf", "'task.low'"),
-    ("task.high=1e7", "'task.high'"),
-    ("task.n_inputs=3000000000", "'task.n_inputs'"),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("task.low=-inf", "'task.low'"),
+        ("task.high=1e7", "'task.high'"),
+        ("task.n_inputs=3000000000", "'task.n_inputs'"),
+    ],
+)
 def test_sumsq_values_without_meaning_are_refused(tmp_path, capsys, override, names):
     assert run.main([*SUMSQ, "--set", override, "--out", str(tmp_path / "run")]) == 2
     one_line_error(capsys, names)
@@ -80,10 +87,13 @@ def test_the_schedule_message_says_why_and_how(capsys):
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("override, what", [
-    ("sweep.n_seeds=1000000000", "models"),  # 2e9 models: refused before they are listed
-    ("train.batch_size=1000000000", "GiB"),  # a batch of 1e9: refused from the compiled step's size
-])
+@pytest.mark.parametrize(
+    "override, what",
+    [
+        ("sweep.n_seeds=1000000000", "models"),  # 2e9 models: refused before they are listed
+        ("train.batch_size=1000000000", "GiB"),  # a batch of 1e9: refused from the compiled step's size
+    ],
+)
 def test_runs_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path, capsys, override, what):
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--set", override, "--out", str(out)]) == 2
@@ -281,12 +291,15 @@ def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- reports
 
 
-@pytest.mark.parametrize("args", [
-    [*STEPFIT, "--set", "optim.lr=[0.1, 10000.0]"],  # some models diverge
-    [*STEPFIT, "--set", "train.stop_at=10"],  # every model stops at step 0, never trained
-    [*SUMSQ, "--set", "optim.lr=[1e-4, 1e30]"],  # sumsq models diverge
-    [*SUMSQ, "--set", "sweep.n_seeds=1", "--set", "model.init=he", "--set", "optim.lr=1e30"],  # all of them
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*STEPFIT, "--set", "optim.lr=[0.1, 10000.0]"],  # some models diverge
+        [*STEPFIT, "--set", "train.stop_at=10"],  # every model stops at step 0, never trained
+        [*SUMSQ, "--set", "optim.lr=[1e-4, 1e30]"],  # sumsq models diverge
+        [*SUMSQ, "--set", "sweep.n_seeds=1", "--set", "model.init=he", "--set", "optim.lr=1e30"],  # all of them
+    ],
+)
 def test_reports_handle_diverged_and_never_trained_models(tmp_path, capsys, args):
     out = tmp_path / "run"
     assert run.main([*args, "--out", str(out)]) == 0

@@ -3,6 +3,7 @@ changed under a resumed run, processes that never join, trackers that die, a cra
 of --overwrite's promotion, a disk that fills inside orbax, damaged run files. Each case goes
 through the CLI (`run.main`, `report.main`) or real processes, and checks the promise: one line
 and exit 2 instead of a traceback or a hang, nothing silently wrong, nothing already written lost."""
+
 from __future__ import annotations
 
 import json
@@ -73,10 +74,18 @@ def test_an_experiments_class_settings_are_checked_when_it_is_loaded(tmp_path, c
 @pytest.mark.bad_input
 def test_an_init_scheme_whose_own_code_fails_is_named_before_anything_trains(tmp_path, capsys):
     """An experiment's own init_params that has no code for a scheme its table allows."""
-    own_init = ("    def module(self, model):", "    def init_params(self, model, shapes, scheme, key):\n"
-                "        return {'orthogonal': lambda: shapes}[scheme]()\n\n    def module(self, model):")
-    path = experiment(tmp_path, "own_init", own_init, ('Literal["torch_default", "he"]', 'Literal["orthogonal", "he"]'),
-                      config_edits=(('init = ["torch_default", "he"]', 'init = ["orthogonal"]'),))
+    own_init = (
+        "    def module(self, model):",
+        "    def init_params(self, model, shapes, scheme, key):\n"
+        "        return {'orthogonal': lambda: shapes}[scheme]()\n\n    def module(self, model):",
+    )
+    path = experiment(
+        tmp_path,
+        "own_init",
+        own_init,
+        ('Literal["torch_default", "he"]', 'Literal["orthogonal", "he"]'),
+        config_edits=(('init = ["torch_default", "he"]', 'init = ["orthogonal"]'),),
+    )
     out = tmp_path / "run"
     assert run.main(["--config", str(path), *SMALL, "--out", str(out)]) == 2
     one_line_error(capsys, "experiment Spirals: init_params(model table 'tanh_net', ..., 'he', key) raised KeyError: 'he' (own_init.py:")
@@ -84,12 +93,15 @@ def test_an_init_scheme_whose_own_code_fails_is_named_before_anything_trains(tmp
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("spec, says", [
-    ("exp.txt", "'exp.txt' is not a .py file or a module name"),
-    ("sub/exp", "is not a .py file or a module name"),
-    ("nothing.py", "imported, but it registers no experiment"),
-    ("no_such_module_anywhere", "No module named 'no_such_module_anywhere'"),
-])
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("exp.txt", "'exp.txt' is not a .py file or a module name"),
+        ("sub/exp", "is not a .py file or a module name"),
+        ("nothing.py", "imported, but it registers no experiment"),
+        ("no_such_module_anywhere", "No module named 'no_such_module_anywhere'"),
+    ],
+)
 def test_an_experiment_key_that_names_no_experiment_says_why(tmp_path, capsys, spec, says):
     (tmp_path / "exp.txt").write_text(SPIRALS_CODE)
     (tmp_path / "nothing.py").write_text("import jaxfit  # registers nothing\n")
@@ -130,8 +142,10 @@ def test_command_lines_without_meaning_are_one_line(tmp_path, capsys, extra, say
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("content, says", [(b"", "'task.name'"), (b"name = \"x\"\n\xff\xfe", "cannot be read"),
-                                           (b"[train]\nsteps = 10\n[train]\n", "not valid TOML")])
+@pytest.mark.parametrize(
+    "content, says",
+    [(b"", "'task.name'"), (b'name = "x"\n\xff\xfe', "cannot be read"), (b"[train]\nsteps = 10\n[train]\n", "not valid TOML")],
+)
 def test_config_files_that_are_empty_or_not_text_are_one_line(tmp_path, capsys, content, says):
     path = tmp_path / "mine.toml"
     path.write_bytes(content)
@@ -142,9 +156,11 @@ def test_config_files_that_are_empty_or_not_text_are_one_line(tmp_path, capsys, 
 @pytest.mark.bad_input
 def test_resume_of_a_file_or_with_out_is_one_line(tmp_path, capsys, stepfit_run):
     (tmp_path / "file").write_text("mine")
-    for argv, says in ((["--resume", str(tmp_path / "file")], "no config.toml and checkpoints/"),
-                       (["--resume", str(stepfit_run), "--out", str(tmp_path / "x")], "no --out or --overwrite"),
-                       (["--resume", str(stepfit_run), "--overwrite"], "no --out or --overwrite")):
+    for argv, says in (
+        (["--resume", str(tmp_path / "file")], "no config.toml and checkpoints/"),
+        (["--resume", str(stepfit_run), "--out", str(tmp_path / "x")], "no --out or --overwrite"),
+        (["--resume", str(stepfit_run), "--overwrite"], "no --out or --overwrite"),
+    ):
         assert run.main(argv) == 2
         one_line_error(capsys, says)
     assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "x").exists()
@@ -157,7 +173,9 @@ def test_resume_of_a_file_or_with_out_is_one_line(tmp_path, capsys, stepfit_run)
 def test_resume_refuses_changed_experiment_code_unless_insisted(tmp_path, capsys):
     path = experiment(tmp_path, "edited")
     out = tmp_path / "run"
-    assert run.main(["--config", str(path), *SMALL, "--set", "execution.chunk_epochs=25", "--out", str(out), "--stop-after-chunks", "2"]) == 0
+    assert (
+        run.main(["--config", str(path), *SMALL, "--set", "execution.chunk_epochs=25", "--out", str(out), "--stop-after-chunks", "2"]) == 0
+    )
     code = tmp_path / "edited.py"
     code.write_text(code.read_text().replace("spirals(self.n_train, self.noise, 0)", "spirals(self.n_train, self.noise, 7)"))
     capsys.readouterr()
@@ -194,9 +212,24 @@ def free_port() -> int:
 
 
 def launch(port: int, n: int, index: int, timeout: float, tmp_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jaxfit.run", *STEPFIT, "--out", str(tmp_path / "run"),
-                             "--distributed", f"localhost:{port},{n},{index}", "--join-timeout", str(timeout)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "XLA_FLAGS": ""})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxfit.run",
+            *STEPFIT,
+            "--out",
+            str(tmp_path / "run"),
+            "--distributed",
+            f"localhost:{port},{n},{index}",
+            "--join-timeout",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
 
 
 def ended(proc: subprocess.Popen) -> tuple[int, list[str]]:
@@ -367,8 +400,9 @@ def test_a_killed_wandb_process_costs_nothing(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "killed" in done.stderr and "--log wandb: failed" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert rundir.read_marker(out)["finished"] and json.loads((out / "trackers.json").read_text())["written_through"]["wandb"] < 300
-    again = subprocess.run([sys.executable, "-m", "jaxfit.run", "--resume", str(out), "--quiet"], capture_output=True, text=True,
-                           timeout=300, env=env)
+    again = subprocess.run(
+        [sys.executable, "-m", "jaxfit.run", "--resume", str(out), "--quiet"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "trackers.json").read_text())["written_through"]["wandb"] == 300
 
@@ -378,8 +412,14 @@ def test_wandb_online_without_credentials_is_refused_before_the_folder_is_made(t
     pytest.importorskip("wandb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
     env |= {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "jaxfit.run", *STEPFIT, "--log", "wandb", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "jaxfit.run", *STEPFIT, "--log", "wandb", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert "no credentials" in done.stderr and "WANDB_MODE=offline" in done.stderr
     assert not (tmp_path / "run").exists()
@@ -403,6 +443,7 @@ def crashing_at(monkeypatch, point: int) -> list[int]:
                 raise Killed
             done[0] += 1
             return original(*args, **kwargs)
+
         return operation
 
     for name in ("replace", "rename", "unlink", "rmdir"):
@@ -503,8 +544,9 @@ def test_a_disk_that_fills_inside_orbax_is_one_line_and_loses_nothing(tmp_path, 
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--set", "execution.chunk_epochs=50", "--out", str(out), "--stop-after-chunks", "2"]) == 0
     before = files_of(out / "checkpoints")
-    done = subprocess.run([sys.executable, "-c", FULL_DISK, "--resume", str(out), "--quiet"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "--resume", str(out), "--quiet"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: writing in"), done.stderr[-3000:]
     assert "checkpoint" in lines[0] and f"--resume {out}" in lines[0]
@@ -530,16 +572,27 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _models_file_cut_short(out: Path) -> None:
+    """The run's model entries kept as a large run keeps them (models.json.gz), that file cut short."""
+    report.write_summary(out, report.read_summary(out) | {"models": report.read_summary(out)["models"] * 300})
+    _truncate(out / report.MODELS_FILE)
+
+
 @pytest.mark.bad_input
-@pytest.mark.parametrize("damage, names", [
-    (lambda out: _truncate(out / "history.npz"), "history.npz"),
-    (lambda out: _truncate(out / "params.npz"), "params.npz"),
-    (lambda out: (out / "summary.json").write_text("[1, 2]"), "summary.json"),
-    (lambda out: (out / "summary.json").write_text('{"models": []}'), "summary.json"),
-    (lambda out: (out / "summary.json").write_text("{not json"), "summary.json"),
-    (lambda out: (out / "config.toml").write_text("name = 3"), "config.toml"),
-    (lambda out: (out / "history.npz").write_bytes(b"PK\x03\x04 not really"), "history.npz"),
-])
+@pytest.mark.parametrize(
+    "damage, names",
+    [
+        (lambda out: _truncate(out / "history.npz"), "history.npz"),
+        (lambda out: _truncate(out / "params.npz"), "params.npz"),
+        (_models_file_cut_short, "models.json.gz"),
+        (lambda out: (out / "summary.json").write_text('{"run": {}, "models": "models.json.gz"}'), "models.json.gz"),
+        (lambda out: (out / "summary.json").write_text("[1, 2]"), "summary.json"),
+        (lambda out: (out / "summary.json").write_text('{"models": []}'), "summary.json"),
+        (lambda out: (out / "summary.json").write_text("{not json"), "summary.json"),
+        (lambda out: (out / "config.toml").write_text("name = 3"), "config.toml"),
+        (lambda out: (out / "history.npz").write_bytes(b"PK\x03\x04 not really"), "history.npz"),
+    ],
+)
 def test_report_on_damaged_run_files_is_one_line_and_writes_nothing(tmp_path, capsys, stepfit_run, damage, names):
     out = tmp_path / "run"
     shutil.copytree(stepfit_run, out)

@@ -1,5 +1,6 @@
 """Long-run machinery: chunks, checkpoint and resume, Ctrl-C, early exit, divergence,
 atomic files, and the models axis sharded over several devices."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import pytest
 from jaxfit import report, run, sweep
 from tests.conftest import STEPFIT, SUMSQ, run_small
 from tests.test_train import assert_same_model, model_arrays
-
 
 
 def run_files(out: Path) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
 """Model shapes, the seed's manual init, and train vs eval mode."""
+
 from __future__ import annotations
 
 import jax
@@ -31,8 +32,10 @@ def test_shapes():
     cfg = config.load("sumsq")
     module, params = sumsq_params(cfg)
     shapes = jax.tree.map(jnp.shape, params)
-    assert shapes == {"subnet": {"fc1": {"kernel": (1, 14), "bias": (14,)}, "fc2": {"kernel": (14, 1), "bias": (1,)}},
-                      "fc3": {"kernel": (64, 1), "bias": (1,)}}
+    assert shapes == {
+        "subnet": {"fc1": {"kernel": (1, 14), "bias": (14,)}, "fc2": {"kernel": (14, 1), "bias": (1,)}},
+        "fc3": {"kernel": (64, 1), "bias": (1,)},
+    }
     assert module.apply({"params": params}, jnp.zeros((5, 64)), train=False).shape == (5, 1)
     stepfit = config.load("stepfit")
     for group, width in zip(stepfit.groups, (1, 8)):
@@ -141,7 +144,9 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     for x, y in ((kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, b != 0), (kept, c != 0)):
         assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(n)
     # eval mode: the model with dropout is the model without
-    with_dropout, without = (config.load("sumsq", overrides) for overrides in ([], [f"model.dropout_{site}=0" for site in ("inputs", "hidden", "outputs")]))
+    with_dropout, without = (
+        config.load("sumsq", overrides) for overrides in ([], [f"model.dropout_{site}=0" for site in ("inputs", "hidden", "outputs")])
+    )
     module, params = sumsq_params(with_dropout)
     x = jnp.asarray(np.random.default_rng(2).uniform(-5, 8, (16, 64)).astype(np.float32))
     plain = without.task.module(without.groups[0].model)
@@ -206,5 +211,5 @@ def test_fixed_order_sum_is_the_sum_in_an_order_fixed_by_the_shape(n):
     values = jax.random.normal(jax.random.key(n), (1000, n))
     np.testing.assert_allclose(kernels.fixed_order_sum(values), jnp.sum(values, axis=-1), rtol=1e-5, atol=1e-5)
     together = np.asarray(jax.jit(kernels.fixed_order_sum)(values))
-    alone = np.asarray([jax.jit(kernels.fixed_order_sum)(values[i:i + 1])[0] for i in (0, 500, 999)])
+    alone = np.asarray([jax.jit(kernels.fixed_order_sum)(values[i : i + 1])[0] for i in (0, 500, 999)])
     np.testing.assert_array_equal(alone, together[[0, 500, 999]])

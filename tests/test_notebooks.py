@@ -1,5 +1,6 @@
 """Both notebooks execute headless, top to bottom, with JAXFIT_NOTEBOOK_QUICK=1 (a run of
 seconds), so a notebook that breaks fails CI; they are committed with outputs cleared."""
+
 from __future__ import annotations
 
 from pathlib import Path

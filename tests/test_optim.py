@@ -1,6 +1,7 @@
 """Learning-rate schedules against PyTorch's formulas, written out here in float64 Python as
 torch's lr_scheduler.py computes them (StepLR's recursion, CyclicLR.get_lr), and against torch
 itself where it is installed."""
+
 from __future__ import annotations
 
 import math
@@ -15,12 +16,12 @@ import pytest
 
 from jaxfit import config, optim, sweep
 from jaxfit.config import bounded
+from jaxfit.optim import Constant, Cyclic, StepDecay
 
 
 def numbers(**values):
     """Per-model numbers as the trainer gets them (float32, with the host-side extras)."""
     return {k: jnp.float32(v) for k, v in optim.per_model(values).items()}
-from jaxfit.optim import Constant, Cyclic, StepDecay
 
 
 def jitted_lr(schedule, hp, steps, steps_per_epoch):
@@ -89,8 +90,9 @@ def test_against_torch_itself():
     torch = pytest.importorskip("torch", reason="pip install torch==2.13.0 (CPU) to also check against torch itself")
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
-    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
-                                              mode="triangular2", cycle_momentum=False)
+    sched = torch.optim.lr_scheduler.CyclicLR(
+        opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode="triangular2", cycle_momentum=False
+    )
     expected = []
     for _ in range(5000):
         expected.append(opt.param_groups[0]["lr"])
@@ -120,7 +122,9 @@ def lion():
 
 
 def test_any_optax_optimiser_can_be_registered_and_swept(lion):
-    cfg = config.load("stepfit", ['optim={name="lion", lr=[0.001, 0.003]}', 'schedule={name="constant"}', "train.steps=300", "sweep.n_seeds=2"])
+    cfg = config.load(
+        "stepfit", ['optim={name="lion", lr=[0.001, 0.003]}', 'schedule={name="constant"}', "train.steps=300", "sweep.n_seeds=2"]
+    )
     assert isinstance(cfg.groups[0].optim, lion) and cfg.groups[0].optim.lr == (0.001, 0.003)
     result = sweep.run(cfg, quiet=True)
     for state in result.states:
@@ -138,8 +142,10 @@ def test_optimiser_names_are_the_registered_ones(lion):
 def test_the_schedules_are_optax_schedules():
     """step_lr and cyclic_lr drive any optax optimiser: optax.sgd with them applies torch's
     StepLR (stepped every 3 counts, as per epoch) and CyclicLR learning rates, step by step."""
-    for schedule, expected in ((optim.step_lr(0.1, step_size=2, gamma=0.9, steps_per_epoch=3), np.repeat(torch_step_lr(0.1, 2, 0.9, 100), 3)),
-                               (optim.cyclic_lr(0.001, 0.5, 100, 900, "triangular2"), torch_cyclic_lr(0.001, 0.5, 100, 900, "triangular2", 1.0, 300))):
+    for schedule, expected in (
+        (optim.step_lr(0.1, step_size=2, gamma=0.9, steps_per_epoch=3), np.repeat(torch_step_lr(0.1, 2, 0.9, 100), 3)),
+        (optim.cyclic_lr(0.001, 0.5, 100, 900, "triangular2"), torch_cyclic_lr(0.001, 0.5, 100, 900, "triangular2", 1.0, 300)),
+    ):
         tx = optax.sgd(learning_rate=schedule)
         state, applied = tx.init(jnp.zeros(())), []
         for _ in range(300):

@@ -1,5 +1,6 @@
 """stepfit's closed-form validation loss: within its stated margin of the direct 5001-point
 computation, and a run that uses it as a filter reports exactly the direct run's numbers."""
+
 from __future__ import annotations
 
 import chex
@@ -16,7 +17,9 @@ from jaxfit.experiments.stepfit import MLP
 from tests.conftest import small
 
 
-@pytest.mark.parametrize("width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)])
+@pytest.mark.parametrize(
+    "width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)]
+)
 def test_closed_form_is_within_its_margin_of_the_direct_loss(width, activation, output_activation):
     cfg = config.load("stepfit")
     model = MLP(width=width, activation=activation, negative_slope=0.001, output_activation=output_activation)
@@ -43,7 +46,7 @@ def test_closed_form_applies_where_the_grid_is_uniform_with_a_step_target():
     assert cfg.task.val_bound(cfg.groups[0].model, 10000) is not None
     assert sumsq.task.val_bound(sumsq.groups[0].model, 2000) is None  # the default: no closed form
     eval_set = make_eval_set(*cfg.task.grid(), 10000)
-    assert stepfit.grid_of(eval_set._replace(x=eval_set.x ** 2)) is None  # not uniform
+    assert stepfit.grid_of(eval_set._replace(x=eval_set.x**2)) is None  # not uniform
     assert stepfit.grid_of(eval_set._replace(y=eval_set.x)) is None  # not a step
 
 
@@ -84,7 +87,9 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, ca
                 np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])
 
 
-@pytest.mark.parametrize("width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)])
+@pytest.mark.parametrize(
+    "width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)]
+)
 def test_training_on_the_grid_uses_the_grids_gradient_in_closed_form(width, activation, output_activation):
     """`full_batch_loss` (the speed device behind model.train_on = "grid") has the gradient of the
     plain formulation it replaces -- the mean squared error of the net on all 5001 grid points --
@@ -100,7 +105,9 @@ def test_training_on_the_grid_uses_the_grids_gradient_in_closed_form(width, acti
 
     def gradients(key, scale):
         keys = jax.random.split(key, len(leaves))
-        params = jax.tree.unflatten(treedef, [scale * jax.random.uniform(k, leaf.shape, minval=-1, maxval=1) for k, leaf in zip(keys, leaves)])
+        params = jax.tree.unflatten(
+            treedef, [scale * jax.random.uniform(k, leaf.shape, minval=-1, maxval=1) for k, leaf in zip(keys, leaves)]
+        )
         direct = jax.grad(lambda p: jax.numpy.mean((module.apply({"params": p}, x, train=True) - y) ** 2))(params)
         return jax.flatten_util.ravel_pytree(direct)[0], jax.flatten_util.ravel_pytree(jax.grad(closed)(params))[0]
 

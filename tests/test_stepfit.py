@@ -1,5 +1,6 @@
 """stepfit: early stopping per model, several groups of different shapes in one call, sweeps
 as model axes, and the report's statistics."""
+
 from __future__ import annotations
 
 import json
@@ -70,7 +71,7 @@ def test_a_list_is_a_vmapped_sweep_axis():
     cfg = small("stepfit", "groups.narrow.optim.lr=[0.05, 0.1, 0.2]", "sweep.n_seeds=2")
     result = sweep.run(cfg, quiet=True)
     narrow = result.groups[0]
-    assert [(l["optim.lr"], l["seed"]) for l in narrow.labels] == [(0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]
+    assert [(label["optim.lr"], label["seed"]) for label in narrow.labels] == [(0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]
     np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), [0.05, 0.05, 0.1, 0.1, 0.2, 0.2])
     # lr 0.1 models equal the unswept run's models: a swept number does not touch keys or batches
     plain = sweep.run(small("stepfit", "sweep.n_seeds=2"), quiet=True)
@@ -80,7 +81,10 @@ def test_a_list_is_a_vmapped_sweep_axis():
 
 def test_ablation_config_runs_its_groups_in_one_call(tmp_path, capsys):
     out = tmp_path / "abl"
-    assert run.main(["--config", "stepfit_ablation", "--set", "train.steps=200", "--set", "sweep.n_seeds=2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        run.main(["--config", "stepfit_ablation", "--set", "train.steps=200", "--set", "sweep.n_seeds=2", "--out", str(out), "--quiet"])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert [m["group"] for m in summary["models"]] == [g for g in ("narrow_cyclic", "wide_constant") for _ in range(2)]
     for m in summary["models"]:
@@ -103,6 +107,20 @@ def test_long_runs_log_the_seeds_steps_and_store_nothing_per_step():
     assert train.doprint_steps(1_000_000)[-3:] == [800000, 900000, 1000000]
 
 
+@pytest.mark.parametrize("points", [2, 40, 200, 1000])
+def test_history_points_sets_how_many_log_spaced_steps_a_long_run_keeps(points):
+    """Past 1,000 intervals a run keeps the seed's print steps, `points` log-spaced steps and the
+    last; a coarser grid keeps fewer, a finer one more, and at most one column per interval."""
+    cfg = config.load("stepfit", [f"train.history_points={points}"])
+    steps = train.interval_end_steps(cfg, train.logged_intervals(cfg))
+    wanted = (
+        set(train.doprint_steps(1_000_000)[1:]) | set(np.unique(np.geomspace(1, 1_000_001, points).astype(np.int64)).tolist()) | {1_000_001}
+    )
+    assert set(steps.tolist()) == wanted and len(steps) == len(set(steps.tolist()))
+    short = config.load("stepfit", [f"train.history_points={points}", "train.steps=1000"])
+    assert len(train.logged_intervals(short)) == 1000  # up to 1,000 intervals: every one, whatever the setting
+
+
 def test_wilson_interval_and_clusters():
     low, high = report.wilson_interval(8, 10)
     assert (round(low, 3), round(high, 3)) == (0.49, 0.943)  # the textbook values for 8/10
@@ -110,11 +128,15 @@ def test_wilson_interval_and_clusters():
     assert report.clusters([0.0658, 0.0659, 0.0050, 0.0662, 0.0049, 0.9]) == [(0.0659, 3), (pytest.approx(0.00495), 2), (0.9, 1)]
 
 
-@pytest.mark.parametrize("overrides", [
-    ['groups.narrow.optim={name="adam", lr=0.01}', 'groups.wide.optim={name="adam", lr=0.01}'],
-    ["optim.momentum=0.9", "optim.lr=0.01", "model.activation=relu"],
-    ['schedule={name="step", step_size=100, gamma=0.5, interval="step"}'],
-], ids=["adam", "sgd-momentum-relu", "step-decay"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ['groups.narrow.optim={name="adam", lr=0.01}', 'groups.wide.optim={name="adam", lr=0.01}'],
+        ["optim.momentum=0.9", "optim.lr=0.01", "model.activation=relu"],
+        ['schedule={name="step", step_size=100, gamma=0.5, interval="step"}'],
+    ],
+    ids=["adam", "sgd-momentum-relu", "step-decay"],
+)
 def test_other_optimisers_activations_and_schedules_come_from_config(overrides):
     """The engine is not tied to the seed's choices: each of these trains (finite losses that move)."""
     result = sweep.run(small("stepfit", *overrides), quiet=True)
@@ -139,5 +161,6 @@ def test_the_factorials_seed_cells_are_the_seeds_groups_and_the_grid_cells_train
     for cell in ("narrow_grid_constant", "wide_grid_cyclic"):
         state = cells[cell]
         np.testing.assert_allclose(np.asarray(state.history["train_loss"])[:, 0], np.asarray(state.initial["val_loss"]), rtol=1e-6)
-    assert not np.array_equal(np.asarray(cells["narrow_grid_constant"].history["val_loss"]),
-                              np.asarray(cells["narrow_fresh_constant"].history["val_loss"]))
+    assert not np.array_equal(
+        np.asarray(cells["narrow_grid_constant"].history["val_loss"]), np.asarray(cells["narrow_fresh_constant"].history["val_loss"])
+    )

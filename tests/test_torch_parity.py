@@ -2,6 +2,7 @@
 
 Skipped, with the install command as the reason, where torch is missing; CI installs it.
 """
+
 from __future__ import annotations
 
 import chex
@@ -83,8 +84,12 @@ def test_step_lr_matches_torch_stepped_per_epoch():
 @pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
 def test_cyclic_lr_matches_torch_for_five_cycles(mode):
     group = config.load("stepfit", [f"groups.wide.schedule.mode={mode}", "groups.wide.schedule.gamma=0.9995"]).groups[1]
-    expected = torch_lrs(lambda opt: torch.optim.lr_scheduler.CyclicLR(
-        opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode=mode, gamma=0.9995, cycle_momentum=False), 5500)
+    expected = torch_lrs(
+        lambda opt: torch.optim.lr_scheduler.CyclicLR(
+            opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode=mode, gamma=0.9995, cycle_momentum=False
+        ),
+        5500,
+    )
     np.testing.assert_allclose(jax_lrs(group, 5500, 1), expected, rtol=1e-6)
 
 
@@ -137,8 +142,17 @@ STEPFIT_ATOL_LOSS, STEPFIT_ATOL_PARAMS = 2e-4, 2e-5
 def test_sumsq_adam_step_lr_trajectory_matches_torch():
     """Manual init, dropout off, Adam 1e-4 and StepLR with step_size=1 epoch (so that the
     per-epoch stepping is exercised inside 2 epochs), 1800 steps."""
-    overrides = ["model.dropout_inputs=0", "model.dropout_hidden=0", "model.dropout_outputs=0", "model.init=manual",
-                 "schedule.step_size=1", "schedule.gamma=0.5", "train.epochs=2", "sweep.n_seeds=1", "task.eval_train=false"]
+    overrides = [
+        "model.dropout_inputs=0",
+        "model.dropout_hidden=0",
+        "model.dropout_outputs=0",
+        "model.init=manual",
+        "schedule.step_size=1",
+        "schedule.gamma=0.5",
+        "train.epochs=2",
+        "sweep.n_seeds=1",
+        "task.eval_train=false",
+    ]
     cfg = config.load("sumsq", overrides)
     x, y = sumsq_batches(1800)
     net = ref.SumSq(p=0.0).manual_init()
@@ -151,8 +165,9 @@ def test_sumsq_adam_step_lr_trajectory_matches_torch():
     np.testing.assert_allclose(flat(final), expected, rtol=0, atol=SUMSQ_RTOL_PARAMS * np.abs(expected).max())
     # the whole engine, given the same start and batches, ends in the same place
     result = sweep.run(cfg, quiet=True, initial_params={"main": jax.tree.map(lambda a: a[None], params)}, batches=(x, y))
-    np.testing.assert_allclose(flat(jax.tree.map(lambda a: a[0], result.states[0].params)), expected, rtol=0,
-                               atol=SUMSQ_RTOL_PARAMS * np.abs(expected).max())
+    np.testing.assert_allclose(
+        flat(jax.tree.map(lambda a: a[0], result.states[0].params)), expected, rtol=0, atol=SUMSQ_RTOL_PARAMS * np.abs(expected).max()
+    )
     epoch_means = np.asarray(torch_losses).reshape(2, 900).mean(1)
     np.testing.assert_allclose(np.asarray(result.states[0].history["train_loss"])[0, :2], epoch_means, rtol=SUMSQ_RTOL_LOSS)
 
@@ -180,13 +195,17 @@ def test_stepfit_trajectories_match_torch(group_index, cyclic):
 # Every optimiser jaxfit offers, as a config table for the wide stepfit net and as torch's own.
 OPTIMISERS = {
     "sgd-momentum": ('{name="sgd", lr=0.05, momentum=0.9}', lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
-    "sgd-nesterov-l2": ('{name="sgd", lr=0.05, momentum=0.9, nesterov=true, weight_decay=0.01}',
-                        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    "sgd-nesterov-l2": (
+        '{name="sgd", lr=0.05, momentum=0.9, nesterov=true, weight_decay=0.01}',
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    ),
     "adam-l2": ('{name="adam", lr=0.01, weight_decay=0.01}', lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01)),
     "adamw": ('{name="adamw", lr=0.01, weight_decay=0.1}', lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
     "rmsprop": ('{name="rmsprop", lr=0.003}', lambda p: torch.optim.RMSprop(p, lr=0.003)),
-    "rmsprop-momentum-l2": ('{name="rmsprop", lr=0.001, alpha=0.9, momentum=0.5, weight_decay=0.01}',
-                            lambda p: torch.optim.RMSprop(p, lr=0.001, alpha=0.9, momentum=0.5, weight_decay=0.01)),
+    "rmsprop-momentum-l2": (
+        '{name="rmsprop", lr=0.001, alpha=0.9, momentum=0.5, weight_decay=0.01}',
+        lambda p: torch.optim.RMSprop(p, lr=0.001, alpha=0.9, momentum=0.5, weight_decay=0.01),
+    ),
 }
 
 
@@ -197,7 +216,9 @@ def test_every_optimiser_follows_torch(name):
     float32 rounding differences grow chaotically with some of these: RMSprop with momentum
     agrees to 1e-7 over 100 steps and drifts apart by step 300.)"""
     table, make = OPTIMISERS[name]
-    cfg = config.load("stepfit", ["train.steps=200", "sweep.n_seeds=1", f"groups.wide.optim={table}", 'groups.wide.schedule={name="constant"}'])
+    cfg = config.load(
+        "stepfit", ["train.steps=200", "sweep.n_seeds=1", f"groups.wide.optim={table}", 'groups.wide.schedule={name="constant"}']
+    )
     for seed in range(2):
         torch.manual_seed(300 + seed)
         net = ref.StepModel(8)
@@ -223,16 +244,22 @@ def test_training_on_the_grid_follows_torch_full_batch_descent():
     assert grid.shape == (5001, 1) and grid[-1, 0] == 1.0
     torch.manual_seed(7)
     nets = [ref.StepModel(group.model.width) for group in cfg.groups]
-    initial = {group.name: jax.tree.map(lambda a: a[None], stepfit_experiment.from_torch(ref.state_numpy(net)))
-               for group, net in zip(cfg.groups, nets)}
+    initial = {
+        group.name: jax.tree.map(lambda a: a[None], stepfit_experiment.from_torch(ref.state_numpy(net)))
+        for group, net in zip(cfg.groups, nets)
+    }
     result = sweep.run(cfg, quiet=True, initial_params=initial)
     x = np.repeat(grid[None], 300, axis=0)
     for group, net, state in zip(cfg.groups, nets, result.states):
         torch_losses = ref.train_stepfit(net, x, cfg.task.target(x), cyclic=group.schedule.name == "cyclic")
         assert int(state.steps_done[0]) == 300 and abs(torch_losses[-1] - torch_losses[0]) > 0.01  # trained, all the way
         np.testing.assert_allclose(np.asarray(state.history["train_loss"])[0, :300], torch_losses, atol=STEPFIT_ATOL_LOSS)
-        chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], state.params), stepfit_experiment.from_torch(ref.state_numpy(net)),
-                                    rtol=0, atol=STEPFIT_ATOL_PARAMS)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a: a[0], state.params),
+            stepfit_experiment.from_torch(ref.state_numpy(net)),
+            rtol=0,
+            atol=STEPFIT_ATOL_PARAMS,
+        )
 
 
 # ----------------------------------------------------------------------------- 4. init
@@ -268,8 +295,10 @@ def test_init_distributions_match_torch(scheme):
     (fan_out for fan_in is a factor sqrt(8) to 8 here) or a wrong gain (sqrt(2) or more)."""
     stepfit = config.load("stepfit", [f"model.init={scheme}"])
     sumsq = config.load("sumsq", [f"model.init={scheme}"])
-    cases = [(stepfit.groups[1].model, stepfit.task, lambda: ref.StepModel(8), {"linear1": ("fc1",), "linear2": ("fc2",)}),
-             (sumsq.groups[0].model, sumsq.task, ref.SumSq, {"fc1": ("subnet", "fc1"), "fc2": ("subnet", "fc2"), "fc3": ("fc3",)})]
+    cases = [
+        (stepfit.groups[1].model, stepfit.task, lambda: ref.StepModel(8), {"linear1": ("fc1",), "linear2": ("fc2",)}),
+        (sumsq.groups[0].model, sumsq.task, ref.SumSq, {"fc1": ("subnet", "fc1"), "fc2": ("subnet", "fc2"), "fc3": ("fc3",)}),
+    ]
     for model_cfg, task, make, names in cases:
         ours = jax_init_samples(model_cfg, task, scheme, 2000)
         theirs = torch_init_samples(make, scheme, 2000)
@@ -321,8 +350,17 @@ def test_sumsq_with_dropout_agrees_with_torch_within_seed_spread():
     per-epoch mean train-mode loss and the eval-mode validation loss of the two frameworks
     agree within 4 standard errors of their difference."""
     n_seeds, epochs = 8, 3
-    cfg = config.load("sumsq", ["task.n_samples=19000", "task.n_train=9000", f"train.epochs={epochs}", f"sweep.n_seeds={n_seeds}",
-                                "model.init=manual", "task.eval_train=false"])
+    cfg = config.load(
+        "sumsq",
+        [
+            "task.n_samples=19000",
+            "task.n_train=9000",
+            f"train.epochs={epochs}",
+            f"sweep.n_seeds={n_seeds}",
+            "model.init=manual",
+            "task.eval_train=false",
+        ],
+    )
     result = sweep.run(cfg, quiet=True)
     jax_train = np.asarray(result.states[0].history["train_loss"])[:, :epochs]
     jax_val = np.asarray(result.states[0].history["val_loss"])[:, :epochs]

@@ -1,6 +1,7 @@
 """Live trackers (--log tensorboard / wandb): what they hold is read back and compared with the
 run's own files; logging changes no number; a resumed run continues the same tracker runs
 without duplicate points; a missing extra is a one-line error."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def scalars(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every scalar tag of one TensorBoard run: (steps, values), as TensorBoard reads them."""
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
     events.Reload()
-    return {tag: (np.array([e.step for e in events.Scalars(tag)]), np.array([e.value for e in events.Scalars(tag)], np.float32))
-            for tag in events.Tags()["scalars"]}
+    return {
+        tag: (np.array([e.step for e in events.Scalars(tag)]), np.array([e.value for e in events.Scalars(tag)], np.float32))
+        for tag in events.Tags()["scalars"]
+    }
 
 
 def wandb_records(out: Path, run_id: str) -> list:
@@ -49,8 +52,8 @@ def wandb_records(out: Path, run_id: str) -> list:
             if 32768 - offset % 32768 < 7:  # block trailer
                 offset += 32768 - offset % 32768
                 continue
-            _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
-            pending += data[offset + 7:offset + 7 + length]
+            _, length, kind = struct.unpack("<IHB", data[offset : offset + 7])
+            pending += data[offset + 7 : offset + 7 + length]
             offset += 7 + length
             if kind in (1, 4):  # a full record, or the last chunk of one
                 record = wandb_internal_pb2.Record()
@@ -149,7 +152,17 @@ class Killed(BaseException):
 @pytest.mark.fault
 def test_a_killed_and_resumed_run_continues_the_same_tracker_runs_without_duplicates(tmp_path, monkeypatch, stepfit_run):
     out = tmp_path / "run"
-    args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=2", "--log", "tensorboard", "--log", "wandb"]
+    args = [
+        *STEPFIT,
+        "--set",
+        "execution.chunk_epochs=20",
+        "--set",
+        "execution.checkpoint_every=2",
+        "--log",
+        "tensorboard",
+        "--log",
+        "wandb",
+    ]
     on_chunk, calls = trackers.Trackers.on_chunk, []
 
     def dies_after_five(self, states, intervals_done):

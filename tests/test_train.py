@@ -1,5 +1,6 @@
 """Training behaviour on small configs: learning happens, models are independent of their
 neighbours, init schemes are paired, and a run leaves the files its contract promises."""
+
 from __future__ import annotations
 
 import json
@@ -17,17 +18,31 @@ def model_arrays(result, group_name, label):
     """Every per-model array of the model with `label` in group `group_name`."""
     for group, state in zip(result.groups, result.states):
         if group.group.name == group_name:
-            index = [i for i, l in enumerate(group.labels) if all(l[k] == v for k, v in label.items())]
+            index = [i for i, own in enumerate(group.labels) if all(own[k] == v for k, v in label.items())]
             assert len(index) == 1, (label, group.labels)
-            return {k: np.asarray(v)[index[0]] for k, v in
-                    {**state.history, **state.final, "val_init": state.initial["val_loss"], "steps": state.steps_done,
-                     "kernel": state.params["fc3"]["kernel"] if "fc3" in state.params else state.params["fc2"]["kernel"]}.items()}
+            return {
+                k: np.asarray(v)[index[0]]
+                for k, v in {
+                    **state.history,
+                    **state.final,
+                    "val_init": state.initial["val_loss"],
+                    "steps": state.steps_done,
+                    "kernel": state.params["fc3"]["kernel"] if "fc3" in state.params else state.params["fc2"]["kernel"],
+                }.items()
+            }
     raise AssertionError(group_name)
 
 
 def test_loss_goes_down_without_dropout():
-    result = run_small("sumsq", "model.dropout_inputs=0", "model.dropout_hidden=0", "model.dropout_outputs=0",
-                       "model.init=torch_default", "optim.lr=0.01", "train.epochs=20")
+    result = run_small(
+        "sumsq",
+        "model.dropout_inputs=0",
+        "model.dropout_hidden=0",
+        "model.dropout_outputs=0",
+        "model.init=torch_default",
+        "optim.lr=0.01",
+        "train.epochs=20",
+    )
     state = result.states[0]
     val = np.asarray(state.history["val_loss"])[:, :-1]
     assert np.all(val[:, -1] < 0.2 * np.asarray(state.initial["val_loss"])), (val[:, -1], state.initial)
@@ -81,19 +96,56 @@ def test_chunk_size_does_not_change_results(sumsq_result):
 
 def test_a_run_writes_its_contract(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run.main(["--config", "sumsq", "--set", "task.n_samples=1100", "--set", "task.n_train=1000",
-                     "--set", "train.epochs=2", "--set", "sweep.n_seeds=2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        run.main(
+            [
+                "--config",
+                "sumsq",
+                "--set",
+                "task.n_samples=1100",
+                "--set",
+                "task.n_train=1000",
+                "--set",
+                "train.epochs=2",
+                "--set",
+                "sweep.n_seeds=2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
-    assert {"config.toml", "summary.json", "summary.md", "history.npz", "params.npz",
-            "loss_curves.png", "pred_vs_true.png", "subnet.png"} <= names
+    assert {
+        "config.toml",
+        "summary.json",
+        "summary.md",
+        "history.npz",
+        "params.npz",
+        "loss_curves.png",
+        "pred_vs_true.png",
+        "subnet.png",
+    } <= names
     summary = json.loads((out / "summary.json").read_text())
     assert {"jax_version", "device", "n_devices", "compile_s", "run_s", "model_steps_per_s"} <= set(summary["run"])
     models = summary["models"]
     assert [(m["seed"], m["init"]) for m in models] == [(0, "manual"), (1, "manual"), (0, "he"), (1, "he")]
     for m in models:
-        assert {"group", "seed", "init", "train_loss_final", "val_loss_final", "val_loss_best", "best_epoch",
-                "loss_init", "loss_final", "steps", "reached"} <= set(m)
+        assert {
+            "group",
+            "seed",
+            "init",
+            "train_loss_final",
+            "val_loss_final",
+            "val_loss_best",
+            "best_epoch",
+            "loss_init",
+            "loss_final",
+            "steps",
+            "reached",
+        } <= set(m)
         assert m["steps"] == 20 and m["best_epoch"] in (1, 2)
     history = report.load_history(out / "history.npz")
     for name in ("train_loss", "val_loss", "train_eval_loss", "lr"):
@@ -145,6 +197,7 @@ def test_blocks_are_as_large_as_the_caches_or_the_memory_allow():
 def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
     """sumsq with the faithful eval chunk of 2,000 samples: the compiled chunk's working memory
     for 400 models is that of one block (it was 20x the 20 models' without blocks)."""
+
     def temp_bytes(n_seeds: int) -> int:
         cfg = config.load("sumsq", ["task.n_samples=5000", "task.n_train=3000", "train.epochs=1", f"sweep.n_seeds={n_seeds}"])
         return sweep.prepare(cfg).chunk_fn.memory_analysis().temp_size_in_bytes

@@ -7,11 +7,13 @@ table and its Flax module, the closed-form validation loss that lets most steps 
 5001-point evaluation, and the plots (every model's validation loss, final-loss histogram,
 fitted functions).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -134,8 +136,10 @@ def from_torch(state_dict: Mapping[str, Any]) -> Params:
     values as anything np.asarray takes): weight [out, in] -> kernel [in, out]."""
     values = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
     first, second = ("linear1", "linear2") if "linear1.weight" in values else ("fc1", "fc2")
-    return {name: {"kernel": jnp.asarray(values[f"{layer}.weight"].T), "bias": jnp.asarray(values[f"{layer}.bias"])}
-            for name, layer in (("fc1", first), ("fc2", second))}
+    return {
+        name: {"kernel": jnp.asarray(values[f"{layer}.weight"].T), "bias": jnp.asarray(values[f"{layer}.bias"])}
+        for name, layer in (("fc1", first), ("fc2", second))
+    }
 
 
 # ----------------------------------------------------------------------------- closed-form validation
@@ -235,7 +239,9 @@ def bound(params, model: MLP, grid: Grid) -> tuple[jax.Array, jax.Array]:
 
     loss = jnp.sum(jax.vmap(squared_error)(*pieces)) / n
     # Rounding of one output: at most a few ulps of the largest intermediate magnitude per term.
-    largest = jnp.abs(b2) + jnp.sum(jnp.abs(w2) * (jnp.abs(w1) * max(abs(grid.start), abs(grid.start + grid.spacing * (n - 1))) + jnp.abs(b1)))
+    largest = jnp.abs(b2) + jnp.sum(
+        jnp.abs(w2) * (jnp.abs(w1) * max(abs(grid.start), abs(grid.start + grid.spacing * (n - 1))) + jnp.abs(b1))
+    )
     output_error = 8 * (w1.shape[0] + 4) * EPSILON * (largest + 1)
     margin = 2 * (2 * jnp.sqrt(loss) * output_error + output_error**2 + 64 * EPSILON * loss)
     return loss, margin
@@ -262,7 +268,7 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
         shown = plots.spread(index, plots.MAX_CURVES)
         for i in shown:
             values = np.concatenate([[history["val_loss_init"][i]], history["val_loss"][i]])
-            line, = ax.plot(steps, values, lw=0.8, alpha=0.7)
+            (line,) = ax.plot(steps, values, lw=0.8, alpha=0.7)
             if models_[i]["reached"]:
                 ax.plot(max(models_[i]["steps"], 1), models_[i]["val_loss_final"], "o", ms=3, color=line.get_color())
         if stop_at is not None:
@@ -288,10 +294,12 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     plots.save(fig, out, "final_loss_hist.png")
 
     # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)
+    task = cfg.task
+    assert isinstance(task, StepfitTask)
     fig, axes = plots.panels(len(sets), 4.4, 3.3, sharey=True)
     x = np.linspace(0, 1, 2001, dtype=np.float32)[:, None]
     for ax, (label, index) in zip(axes, sets.items()):
-        ax.plot(x[:, 0], cfg.task.target(x)[:, 0], "k--", lw=1, label="target")
+        ax.plot(x[:, 0], task.target(x)[:, 0], "k--", lw=1, label="target")
         chosen = [i for i in index if models_[i]["reached"]][:2] + [i for i in index if not models_[i]["reached"]][:2]
         for i in chosen:
             group, position = plots.group_index(summary, i)

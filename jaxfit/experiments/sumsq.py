@@ -6,12 +6,14 @@ Here: the task table (a fixed dataset split in two, reshuffled every epoch), the
 its Flax modules, the seed's hand-set init, eval-mode MSE on validation (and the training set),
 and the plots (predictions against truth, the learned per-input function).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -94,7 +96,9 @@ class SumsqTask(Task):
                 if len(getattr(values, key)) != model.width:
                     raise fail(f"{where}.manual.{key}", list(getattr(values, key)), f"needs {model.width} values (model.width)")
             if isinstance(values.fc3_weight, tuple) and len(values.fc3_weight) != self.n_inputs:
-                raise fail(f"{where}.manual.fc3_weight", list(values.fc3_weight), f"needs {self.n_inputs} values (task.n_inputs) or one number")
+                raise fail(
+                    f"{where}.manual.fc3_weight", list(values.fc3_weight), f"needs {self.n_inputs} values (task.n_inputs) or one number"
+                )
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.n_train // batch_size
@@ -143,7 +147,9 @@ class SumsqTask(Task):
             order = order[(jnp.sort(packed) & np.uint32((1 << index_bits) - 1)).astype(jnp.int32)]
         return order
 
-    def sampler(self, model: SharedSubnet, batch_size: int) -> Callable[[dict, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    def sampler(
+        self, model: SharedSubnet, batch_size: int
+    ) -> Callable[[dict, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
         """DataLoader(batch_size, shuffle=True): the epoch's permutation (`epoch_order`), batch after batch."""
         per_epoch = self.steps_per_epoch(batch_size)
 
@@ -221,7 +227,7 @@ class SharedSubnetSum(nn.Module):
         return nn.Dense(1, name="fc3")(drop(g, 2))
 
 
-def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Array:
+def subnet_function(model: SharedSubnet, params: Params, x: Any) -> Any:
     """The learned per-input function g(x) of a model, eval mode; x of shape [n]."""
     return Subnet(model.width, model.slope).apply({"params": params["subnet"]}, jnp.asarray(x))
 
@@ -229,6 +235,7 @@ def subnet_function(model: SharedSubnet, params: Params, x: jax.Array) -> jax.Ar
 def manual(model: SharedSubnet, n_inputs: int) -> Params:
     """The seed's hand-set values (PyTorch weight [out, in] -> Flax kernel [in, out])."""
     values = model.manual
+    assert values is not None  # init "manual" needs it: SharedSubnet.check says so at load
     fc3 = np.broadcast_to(np.asarray(values.fc3_weight, np.float32), (n_inputs,))
     f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))  # noqa: E731
     return {
@@ -260,7 +267,8 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     from jaxfit import plots, report
 
     plots.loss_curves(out, summary, history, "epoch", log_x=False)
-    task: SumsqTask = cfg.task
+    task = cfg.task
+    assert isinstance(task, SumsqTask)
     x, y = task.dataset()
     sample = np.random.default_rng(0).choice(task.n_train, min(2000, task.n_train), replace=False)
     x, y = x[sample], y[sample, 0]

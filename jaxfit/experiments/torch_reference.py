@@ -7,6 +7,7 @@ StepLR stepped once per epoch (Lightning's default interval for a scheduler retu
 configure_optimizers). stepfit: K. Frank's script: SGD, and for the wide model CyclicLR stepped
 after every optimiser step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,7 @@ class SumSq(torch.nn.Module):
         x = self.dropout_ff(x)
         return self.fc3(x)
 
-    def manual_init(self) -> "SumSq":
+    def manual_init(self) -> SumSq:
         """The seed's hand-made near-optimal parameters."""
         self.fc1.weight.data = torch.tensor(SEED_FC1_WEIGHT)
         self.fc1.bias.data = torch.tensor(SEED_FC1_BIAS, dtype=torch.float32)
@@ -90,8 +91,9 @@ def train_stepfit(model: StepModel, x, y, cyclic: bool, optimizer=None) -> list[
     opt = torch.optim.SGD(model.parameters(), lr=0.1) if optimizer is None else optimizer(model.parameters())
     sched = None
     if cyclic:
-        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900,
-                                                  mode="triangular2", cycle_momentum=False)
+        sched = torch.optim.lr_scheduler.CyclicLR(
+            opt, base_lr=0.001, max_lr=0.5, step_size_up=100, step_size_down=900, mode="triangular2", cycle_momentum=False
+        )
     loss_fn = torch.nn.MSELoss()
     losses = []
     for step in range(len(x)):

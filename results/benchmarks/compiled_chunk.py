@@ -11,6 +11,7 @@ loop plumbing aside). Counting instructions rather than diffing text: this jax p
 source-location tables (FileNames, StackFrames) at the top of the text, and names differ with
 every renamed variable.
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,8 +27,17 @@ def workload_config(workload: str, n_models: int = 100):
     from jaxfit import config
 
     if workload == "sumsq":
-        return config.load("sumsq", ["train.epochs=2", "task.eval_train=false", "model.init=manual", f"sweep.n_seeds={n_models}",
-                                     "execution.chunk_epochs=1", "train.eval_batch_size=2000"])
+        return config.load(
+            "sumsq",
+            [
+                "train.epochs=2",
+                "task.eval_train=false",
+                "model.init=manual",
+                f"sweep.n_seeds={n_models}",
+                "execution.chunk_epochs=1",
+                "train.eval_batch_size=2000",
+            ],
+        )
     raw = config.to_dict(config.load("stepfit", ["train.steps=20000", f"sweep.n_seeds={n_models}"]))
     group = "wide" if workload == "stepfit_wide" else "narrow"
     raw["groups"] = {group: raw["groups"][group]}

@@ -15,6 +15,7 @@ alternated so that the machine's drift hits them alike:
 
 Prints one JSON line per measurement and writes them all to FILE (JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,15 @@ def main() -> None:
     for rep in range(args.reps):
         for variant, (name, overrides, window) in VARIANTS[args.which].items():
             start = time.perf_counter()
-            row = {"which": args.which, "variant": variant, "rep": rep, "config": name, "overrides": overrides,
-                   **measure(name, overrides, window), "wall_s": time.perf_counter() - start}
+            row = {
+                "which": args.which,
+                "variant": variant,
+                "rep": rep,
+                "config": name,
+                "overrides": overrides,
+                **measure(name, overrides, window),
+                "wall_s": time.perf_counter() - start,
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:

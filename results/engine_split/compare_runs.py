@@ -3,6 +3,7 @@ every summary.json model entry that both have (timings aside), and list the keys
 
     python results/engine_split/compare_runs.py BEFORE_DIR AFTER_DIR
 """
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ count, Adam + StepLR, one 900-step epoch per call), stepfit narrow + SGD and wid
 models, 1,000 steps per call, validation on the grid every step through the closed-form filter).
 Prints a markdown table of model-steps/s (median over rounds) and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import platform
 import statistics
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -32,8 +33,7 @@ from jaxfit.experiments import stepfit
 
 
 def sumsq_config(*overrides: str) -> config.Config:
-    return config.load("sumsq", ["train.epochs=50", "sweep.n_seeds=10", "task.eval_train=false", "execution.chunk_epochs=1",
-                                 *overrides])
+    return config.load("sumsq", ["train.epochs=50", "sweep.n_seeds=10", "task.eval_train=false", "execution.chunk_epochs=1", *overrides])
 
 
 def stepfit_config(group: str) -> config.Config:
@@ -118,7 +118,10 @@ DEVICES: dict[str, tuple[Callable[[], config.Config], Callable[[], contextlib.Ab
     "fixed_order_sum vs jnp.sum (sumsq)": (sumsq_config, lambda: patched(experiment, "fixed_order_sum", plain_sum)),
     "deleted fused_dense_product vs nn.Dense (stepfit narrow)": (lambda: stepfit_config("narrow"), with_outer_product),
     "deleted fused_dense_product vs nn.Dense (stepfit wide)": (lambda: stepfit_config("wide"), with_outer_product),
-    "fixed_order_sum vs jnp.sum (stepfit narrow)": (lambda: stepfit_config("narrow"), lambda: patched(experiment, "fixed_order_sum", plain_sum)),
+    "fixed_order_sum vs jnp.sum (stepfit narrow)": (
+        lambda: stepfit_config("narrow"),
+        lambda: patched(experiment, "fixed_order_sum", plain_sum),
+    ),
 }
 
 
@@ -168,7 +171,9 @@ def main() -> None:
             fast, slow = Timed(make_cfg(), alternative), Timed(make_cfg(), contextlib.nullcontext())
         else:
             fast = Timed(make_cfg(), contextlib.nullcontext())
-            slow = Timed(alternative, contextlib.nullcontext()) if isinstance(alternative, config.Config) else Timed(make_cfg(), alternative)
+            slow = (
+                Timed(alternative, contextlib.nullcontext()) if isinstance(alternative, config.Config) else Timed(make_cfg(), alternative)
+            )
         rates: dict[str, list[float]] = {"with": [], "plain": []}
         for _ in range(args.rounds):
             rates["with"].append(fast.rate(args.seconds))
@@ -176,8 +181,14 @@ def main() -> None:
         with_it, without = statistics.median(rates["with"]), statistics.median(rates["plain"])
         rows.append({"device": name, "with": rates["with"], "plain": rates["plain"], "ratio": with_it / without})
         print(f"| {name} | {with_it:,.0f} | {without:,.0f} | {with_it / without:.2f} |", flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": jax.devices()[0].device_kind,
-               "jax": jax.__version__, "rounds": args.rounds, "seconds_per_block": args.seconds}
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "rounds": args.rounds,
+        "seconds_per_block": args.seconds,
+    }
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 

@@ -14,6 +14,7 @@ direct one, and compares every model's stop step, divergence, final and best los
 history and saved parameters with RUN_DIR's files, bit for bit. Writes RUN_DIR/closed_form_check.json; exits 1 on any
 difference.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,10 @@ def main(run_dir: Path) -> int:
     }
     report.atomic_write(run_dir / "closed_form_check.json", lambda f: f.write(json.dumps(check, indent=1) + "\n"))
     same = not differing and not differing_arrays
-    print(f"{len(committed)} models, {check['models_reaching_threshold']} reached the threshold: "
-          + ("every stop step, loss, history and parameter identical" if same else f"{len(differing)} values and {differing_arrays} differ"))
+    print(
+        f"{len(committed)} models, {check['models_reaching_threshold']} reached the threshold: "
+        + ("every stop step, loss, history and parameter identical" if same else f"{len(differing)} values and {differing_arrays} differ")
+    )
     return 0 if same else 1
 
 

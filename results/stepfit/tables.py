@@ -9,10 +9,10 @@ Runs read (each a `python -m jaxfit.run` folder beside this file):
   basin                                     10,000 narrow nets, 50,001 steps (the map)
 Prints the report's tables (markdown) and draws plateau.png and basin.png.
 """
+
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import matplotlib
@@ -49,7 +49,7 @@ def outcome(loss: np.ndarray, reached: np.ndarray) -> np.ndarray:
 
 def load(folder: str, group: str) -> dict:
     """One group of a run: its summary entries, outcome per model, first and last parameters."""
-    summary = json.loads((ROOT / folder / "summary.json").read_text())
+    summary = report.read_summary(ROOT / folder)
     models = [m for m in summary["models"] if m["group"] == group]
     reached = np.array([m["reached"] for m in models])
     loss = np.array([m["loss_final"] for m in models])
@@ -59,9 +59,17 @@ def load(folder: str, group: str) -> dict:
     first = initial(folder, group, seeds)
     loss_init = np.array([np.mean((function(first, i) - target) ** 2) for i in range(len(models))])
     assert np.allclose(loss_init, [m["loss_init"] for m in models], rtol=1e-5, atol=1e-7)  # they are the run's initial weights
-    return {"models": models, "seed": seeds, "reached": reached, "loss": loss,
-            "steps": np.array([m["steps"] for m in models]), "outcome": outcome(loss, reached),
-            "first": first, "last": unpack(last), "run": summary["run"]}
+    return {
+        "models": models,
+        "seed": seeds,
+        "reached": reached,
+        "loss": loss,
+        "steps": np.array([m["steps"] for m in models]),
+        "outcome": outcome(loss, reached),
+        "first": first,
+        "last": unpack(last),
+        "run": summary["run"],
+    }
 
 
 def initial(folder: str, group: str, seeds: np.ndarray) -> dict:
@@ -81,8 +89,12 @@ def initial(folder: str, group: str, seeds: np.ndarray) -> dict:
 
 def unpack(params: dict) -> dict:
     """w1, b1, w2 ([models, width]) and b2 ([models]) of a 1 -> width -> 1 net."""
-    return {"w1": params["fc1"]["kernel"][:, 0, :], "b1": params["fc1"]["bias"], "w2": params["fc2"]["kernel"][:, :, 0],
-            "b2": params["fc2"]["bias"][:, 0]}
+    return {
+        "w1": params["fc1"]["kernel"][:, 0, :],
+        "b1": params["fc1"]["bias"],
+        "w2": params["fc2"]["kernel"][:, :, 0],
+        "b2": params["fc2"]["bias"][:, 0],
+    }
 
 
 def kinks(p: dict) -> np.ndarray:
@@ -104,15 +116,20 @@ def quantiles(steps: np.ndarray) -> str:
 
 
 def wall(run: dict) -> str:
-    return f"{run['run_s'] / 60:,.1f} min run + {run['compile_s']:.0f} s compile, {run['n_models']:,} models, {run['platform']} ({run['device']})"
+    return (
+        f"{run['run_s'] / 60:,.1f} min run + {run['compile_s']:.0f} s compile, "
+        f"{run['n_models']:,} models, {run['platform']} ({run['device']})"
+    )
 
 
 # ----------------------------------------------------------------------------- the seed's table
 
 
 def seed_table() -> None:
-    print(f"least-squares straight line: {LINE[1]:.4f} + {LINE[0]:.4f} x, MSE {LINE_MSE:.5f}; "
-          f"best constant {np.mean(target):.4f}, MSE {CONSTANT_MSE:.5f}; output 0: MSE {DEAD_MSE:.5f}\n")
+    print(
+        f"least-squares straight line: {LINE[1]:.4f} + {LINE[0]:.4f} x, MSE {LINE_MSE:.5f}; "
+        f"best constant {np.mean(target):.4f}, MSE {CONSTANT_MSE:.5f}; output 0: MSE {DEAD_MSE:.5f}\n"
+    )
     print("| group | jaxfit, 10 seeds (`faithful`) | 100 seeds (`faithful_100_seeds`) | 500 seeds (`seeds_500`) |")
     print("|---|---|---|---|")
     for group in ("narrow", "wide"):
@@ -120,8 +137,10 @@ def seed_table() -> None:
         for folder in ("faithful", "faithful_100_seeds", "seeds_500"):
             c = load(folder, group)
             steps = c["steps"][c["reached"]]
-            cells.append(f"{rate(c['reached'].sum(), len(c['reached']))}, median {np.median(steps):,.0f} steps, "
-                         f"{np.sum(c['outcome'] == 1)} on the line plateau")
+            cells.append(
+                f"{rate(c['reached'].sum(), len(c['reached']))}, median {np.median(steps):,.0f} steps, "
+                f"{np.sum(c['outcome'] == 1)} on the line plateau"
+            )
         print(f"| {group} | " + " | ".join(cells) + " |")
     print()
 
@@ -129,8 +148,12 @@ def seed_table() -> None:
 # ----------------------------------------------------------------------------- the factorial
 
 FACTORS = {"data": ("grid", "fresh"), "width": ("narrow", "wide"), "schedule": ("constant", "cyclic")}
-SEED_CELLS = {"narrow_fresh_constant": ("faithful_100_seeds", "narrow"), "wide_fresh_cyclic": ("faithful_100_seeds", "wide"),
-              "narrow_fresh_cyclic": ("ablation", "narrow_cyclic"), "wide_fresh_constant": ("ablation", "wide_constant")}
+SEED_CELLS = {
+    "narrow_fresh_constant": ("faithful_100_seeds", "narrow"),
+    "wide_fresh_cyclic": ("faithful_100_seeds", "wide"),
+    "narrow_fresh_cyclic": ("ablation", "narrow_cyclic"),
+    "wide_fresh_constant": ("ablation", "wide_constant"),
+}
 
 
 def cell_name(data: str, width: str, schedule: str) -> str:
@@ -140,21 +163,28 @@ def cell_name(data: str, width: str, schedule: str) -> str:
 def factorial() -> dict[str, dict]:
     cells = {cell_name(*levels): load("factorial", cell_name(*levels)) for levels in itertools.product(*FACTORS.values())}
     print(f"factorial: {wall(cells['narrow_grid_constant']['run'])}\n")
-    print("| cell (width, data, schedule) | reached 0.005 [Wilson 95%] | steps to threshold: 10% / median / 90% | "
-          "line plateau | constant plateau | dead | other |")
+    print(
+        "| cell (width, data, schedule) | reached 0.005 [Wilson 95%] | steps to threshold: 10% / median / 90% | "
+        "line plateau | constant plateau | dead | other |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, c in cells.items():
         counts = [int(np.sum(c["outcome"] == k)) for k in range(1, 5)]
-        print(f"| {name.replace('_', ', ')} | {rate(c['reached'].sum(), 100)} | {quantiles(c['steps'][c['reached']])} | "
-              + " | ".join(map(str, counts)) + " |")
+        print(
+            f"| {name.replace('_', ', ')} | {rate(c['reached'].sum(), 100)} | {quantiles(c['steps'][c['reached']])} | "
+            + " | ".join(map(str, counts))
+            + " |"
+        )
     print()
     same = []
     for name, (folder, group) in SEED_CELLS.items():
         old = load(folder, group)
         new = cells[name]
         stop_moved = np.abs(np.where(old["reached"], old["steps"], 0) - np.where(new["reached"], new["steps"], 0))
-        same.append(f"{name}: outcome equal for {np.sum(old['reached'] == new['reached'])}/100 seeds, stop steps equal for "
-                    f"{np.sum(stop_moved == 0)}/100 (largest move {stop_moved.max():,})")
+        same.append(
+            f"{name}: outcome equal for {np.sum(old['reached'] == new['reached'])}/100 seeds, stop steps equal for "
+            f"{np.sum(stop_moved == 0)}/100 (largest move {stop_moved.max():,})"
+        )
     print("fresh cells against the earlier runs of the same seeds (`faithful_100_seeds`, `ablation`):\n- " + "\n- ".join(same) + "\n")
     return cells
 
@@ -168,7 +198,7 @@ def verdict() -> None:
     for each factor, the same seed index in the two cells that differ only in that factor (the
     other two held at each of their four combinations), then all 400 pairs pooled."""
     folder = ROOT / "factorial"
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = report.read_summary(folder)
     result = summary.get("analysis") or report.analyse(config.load(str(folder / "config.toml")), summary["models"])
     by_cells = {(c["factor"], tuple(sorted((k, str(v)) for k, v in c["held"].items()))): c for c in result["comparisons"]}
     pooled = {f["factor"]: f for f in result["factors"]}
@@ -216,8 +246,10 @@ def basin() -> dict:
             print(f"| {quadrant_name(*q)} | ({low:g}, {high:g}] | {sel.sum()} | " + " | ".join(counts) + " |")
     last, done = b["last"], b["reached"]
     shape = (last["w1"][done, 0] < 0) & (last["w2"][done, 0] < 0)
-    print(f"Of the {done.sum():,} nets that reached 0.005, {shape.sum():,} end with w1 < 0 and w2 < 0, "
-          f"their kink at {np.median(kinks(last)[done, 0]):.3f} (median).\n")
+    print(
+        f"Of the {done.sum():,} nets that reached 0.005, {shape.sum():,} end with w1 < 0 and w2 < 0, "
+        f"their kink at {np.median(kinks(last)[done, 0]):.3f} (median).\n"
+    )
     cut_off_check(b)
     rule_check(b)
     return b
@@ -239,20 +271,30 @@ def cut_off_check(b: dict) -> None:
     for key in ("w1", "b1", "w2", "b2"):
         assert np.array_equal(b["first"][key][:n], long["first"][key]), key  # the same initial weights
     both = b["reached"][:n] & long["reached"]
-    print(f"Nets that reached 0.005 in both runs: {both.sum()}, with the same stop step: {np.sum(b['steps'][:n][both] == long['steps'][both])} "
-          "(`seeds_500` ran on an older engine; a few weights differ by 1 ulp after the first step).\n")
+    print(
+        f"Nets that reached 0.005 in both runs: {both.sum()}, "
+        f"with the same stop step: {np.sum(b['steps'][:n][both] == long['steps'][both])} "
+        "(`seeds_500` ran on an older engine; a few weights differ by 1 ulp after the first step).\n"
+    )
     at_cut = b["outcome"][:n]
-    print(f"Cut-off check: seed indices 0-{n - 1} of the map are `seeds_500`'s narrow nets (same initial weights and batches), "
-          "trained there to 1,000,001 steps. Rows: class at 50,001 steps; columns: outcome at 1,000,001 steps.\n")
+    print(
+        f"Cut-off check: seed indices 0-{n - 1} of the map are `seeds_500`'s narrow nets (same initial weights and batches), "
+        "trained there to 1,000,001 steps. Rows: class at 50,001 steps; columns: outcome at 1,000,001 steps.\n"
+    )
     print("| at 50,001 steps | nets | " + " | ".join(OUTCOMES) + " |")
     print("|---|---|" + "---|" * len(OUTCOMES))
     for k, name in enumerate(OUTCOMES):
         sel = at_cut == k
         if sel.any():
-            print(f"| {name} | {sel.sum()} | " + " | ".join(str(int(np.sum(long['outcome'][sel] == j))) for j in range(len(OUTCOMES))) + " |")
+            print(
+                f"| {name} | {sel.sum()} | " + " | ".join(str(int(np.sum(long["outcome"][sel] == j))) for j in range(len(OUTCOMES))) + " |"
+            )
     late = long["reached"] & ~b["reached"][:n]
-    print(f"\n{late.sum()} of {n} nets reach 0.005 after the cut-off (stop steps {', '.join(f'{s:,}' for s in np.sort(long['steps'][late]))}); "
-          f"their class at the cut-off: {', '.join(OUTCOMES[k] for k in np.unique(at_cut[late]))}.\n")
+    print(
+        f"\n{late.sum()} of {n} nets reach 0.005 after the cut-off "
+        f"(stop steps {', '.join(f'{s:,}' for s in np.sort(long['steps'][late]))}); "
+        f"their class at the cut-off: {', '.join(OUTCOMES[k] for k in np.unique(at_cut[late]))}.\n"
+    )
 
 
 def rule_check(b: dict) -> None:
@@ -265,7 +307,9 @@ def rule_check(b: dict) -> None:
     for name, c in rows:
         rule = predicted_escape(c["first"])
         accuracy = np.mean(rule == c["reached"])
-        print(f"| {name} | {rate(c['reached'][rule].sum(), rule.sum())} | {rate(c['reached'][~rule].sum(), (~rule).sum())} | {accuracy:.1%} |")
+        print(
+            f"| {name} | {rate(c['reached'][rule].sum(), rule.sum())} | {rate(c['reached'][~rule].sum(), (~rule).sum())} | {accuracy:.1%} |"
+        )
     print()
 
 
@@ -281,20 +325,29 @@ def seed_inits() -> dict:
     torch.manual_seed(2025)
     nets = [torch_reference.StepModel(1) for _ in range(10)]
     trees = [stepfit.from_torch(torch_reference.state_numpy(net)) for net in nets]
-    p = {"w1": np.stack([np.asarray(t["fc1"]["kernel"])[0] for t in trees]), "b1": np.stack([np.asarray(t["fc1"]["bias"]) for t in trees]),
-         "w2": np.stack([np.asarray(t["fc2"]["kernel"])[:, 0] for t in trees]), "b2": np.stack([np.asarray(t["fc2"]["bias"])[0] for t in trees])}
+    p = {
+        "w1": np.stack([np.asarray(t["fc1"]["kernel"])[0] for t in trees]),
+        "b1": np.stack([np.asarray(t["fc1"]["bias"]) for t in trees]),
+        "w2": np.stack([np.asarray(t["fc2"]["kernel"])[:, 0] for t in trees]),
+        "b2": np.stack([np.asarray(t["fc2"]["bias"])[0] for t in trees]),
+    }
     loss_init = [float(np.mean((function(p, i) - target) ** 2)) for i in range(10)]
-    print("The seed's ten narrow inits (torch.manual_seed(2025); the seed's log prints lossInit 0.1979, 0.7612, 0.9003, 0.9020, "
-          "0.1526, 0.0940, 0.8540, 0.9013, 0.4250 for iMod 1-9): ours " + ", ".join(f"{v:.4f}" for v in loss_init))
+    print(
+        "The seed's ten narrow inits (torch.manual_seed(2025); the seed's log prints lossInit 0.1979, 0.7612, 0.9003, 0.9020, "
+        "0.1526, 0.0940, 0.8540, 0.9013, 0.4250 for iMod 1-9): ours " + ", ".join(f"{v:.4f}" for v in loss_init)
+    )
     rule = predicted_escape(p)
-    print(f"the map's rule predicts {rule.sum()} of 10 escape (the seed: 0 of 10 reached 0.005); kinks "
-          + ", ".join(f"{k:.2f}" for k in kinks(p)[:, 0]))
+    print(
+        f"the map's rule predicts {rule.sum()} of 10 escape (the seed: 0 of 10 reached 0.005); kinks "
+        + ", ".join(f"{k:.2f}" for k in kinks(p)[:, 0])
+    )
     return p
 
 
 def neighbours_rate(b: dict, p: dict, k: int = 50) -> np.ndarray:
     """For each net of `p`: the share of its k nearest map nets (same signs of w1 and w2; distance
     in kink position and b2) that reached 0.005."""
+
     def coords(q):
         return np.stack([np.clip(kinks(q)[:, 0], -3, 4), q["b2"]], axis=1), np.sign(q["w1"][:, 0]) * 2 + np.sign(q["w2"][:, 0])
 
@@ -319,8 +372,16 @@ def draw_map(b: dict, seed: dict | None) -> None:
             ax.scatter(kink[pick], first["b2"][pick], s=3, c=colour, alpha=0.6, label=f"{name} ({pick.sum()})", rasterized=True)
         if seed is not None:
             mine = (np.sign(seed["w1"][:, 0]) == q[0]) & (np.sign(seed["w2"][:, 0]) == q[1])
-            ax.scatter(np.clip(kinks(seed)[mine, 0], -3, 4), seed["b2"][mine], s=70, marker="*", facecolor="none",
-                       edgecolor="m", linewidth=1.3, label=f"the seed's torch inits ({mine.sum()})")
+            ax.scatter(
+                np.clip(kinks(seed)[mine, 0], -3, 4),
+                seed["b2"][mine],
+                s=70,
+                marker="*",
+                facecolor="none",
+                edgecolor="m",
+                linewidth=1.3,
+                label=f"the seed's torch inits ({mine.sum()})",
+            )
         ax.axvspan(0, 1, color="0.9", zorder=-1)
         ax.axvline(0.1, color="0.5", lw=0.8, ls=":")
         ax.set_title(f"{quadrant_name(*q)}: {np.mean(b['reached'][sel]):.0%} reach 0.005 ({sel.sum()} nets)", fontsize=9)
@@ -342,18 +403,27 @@ def draw_map(b: dict, seed: dict | None) -> None:
 def wide_summary(cells: dict[str, dict]) -> None:
     """Success of the wide net against two one-number summaries of its initial units: how many
     kinks start inside the data, and how many units start as the narrow net's escaping shape."""
-    runs = {"seeds_500 wide (fresh, cyclic, 500)": load("seeds_500", "wide"),
-            "factorial wide, fresh, constant (100)": cells["wide_fresh_constant"],
-            "factorial wide, grid, constant (100)": cells["wide_grid_constant"]}
-    for summary_name, count in (("units whose kink starts inside [0, 1]", lambda p: np.sum((kinks(p) > 0) & (kinks(p) < 1), axis=1)),
-                                ("units with w1 < 0, w2 < 0 and kink > 0.1 (the narrow net's escaping shape)",
-                                 lambda p: np.sum((p["w1"] < 0) & (p["w2"] < 0) & (kinks(p) > 0.1), axis=1))):
+    runs = {
+        "seeds_500 wide (fresh, cyclic, 500)": load("seeds_500", "wide"),
+        "factorial wide, fresh, constant (100)": cells["wide_fresh_constant"],
+        "factorial wide, grid, constant (100)": cells["wide_grid_constant"],
+    }
+    for summary_name, count in (
+        ("units whose kink starts inside [0, 1]", lambda p: np.sum((kinks(p) > 0) & (kinks(p) < 1), axis=1)),
+        (
+            "units with w1 < 0, w2 < 0 and kink > 0.1 (the narrow net's escaping shape)",
+            lambda p: np.sum((p["w1"] < 0) & (p["w2"] < 0) & (kinks(p) > 0.1), axis=1),
+        ),
+    ):
         print(f"Wide net: reached 0.005 by the number of {summary_name}:\n")
         print("| run | " + " | ".join(str(k) for k in range(6)) + "+ |")
         print("|---|" + "---|" * 6)
         for name, c in runs.items():
             n = count(c["first"])
-            cols = [rate(c["reached"][np.minimum(n, 5) == k].sum(), np.sum(np.minimum(n, 5) == k)) if np.any(np.minimum(n, 5) == k) else "-" for k in range(6)]
+            cols = [
+                rate(c["reached"][np.minimum(n, 5) == k].sum(), np.sum(np.minimum(n, 5) == k)) if np.any(np.minimum(n, 5) == k) else "-"
+                for k in range(6)
+            ]
             print(f"| {name} | " + " | ".join(cols) + " |")
         print()
 
@@ -388,8 +458,10 @@ def main() -> None:
     seed = seed_inits()
     if seed is not None:
         rates = neighbours_rate(b, seed)
-        print(f"the map's escape rate among the 50 nearest map nets of each: {', '.join(f'{r:.0%}' for r in rates)}; "
-              f"expected escapes {rates.sum():.1f} of 10 (probability of none: {np.prod(1 - rates):.2f})\n")
+        print(
+            f"the map's escape rate among the 50 nearest map nets of each: {', '.join(f'{r:.0%}' for r in rates)}; "
+            f"expected escapes {rates.sum():.1f} of 10 (probability of none: {np.prod(1 - rates):.2f})\n"
+        )
     draw_map(b, seed)
     wide_summary(cells)
     draw_plateau()

@@ -9,6 +9,7 @@ the same for the train-mode (dropout on) prediction averaged over 32 dropout dra
 learned per-input function h(x) = mean(w3) g(x) + b3/64 against x^2 (its fitted factor c in
 h(x) ~ c x^2 + d). Prints markdown tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,19 @@ def per_model(run: Path) -> list[dict]:
         w3, b3 = np.asarray(params["fc3"]["kernel"])[:, 0], float(np.asarray(params["fc3"]["bias"])[0])
         h = w3.mean() * g + b3 / cfg.task.n_inputs
         c, d = np.polyfit(grid**2, h, 1)
-        rows.append({
-            "group": group, "init": entry["init"],
-            "train loss (train mode, logged)": entry["train_loss_final"],
-            "train-set loss (eval mode)": entry["train_eval_loss_final"],
-            "val loss (eval mode)": entry["val_loss_final"],
-            "eval-mode slope": np.polyfit(y, eval_pred, 1)[0],
-            "train-mode mean slope": np.polyfit(y, train_pred, 1)[0],
-            "h(x) = c x² + d: c": c, "d": d,
-        })
+        rows.append(
+            {
+                "group": group,
+                "init": entry["init"],
+                "train loss (train mode, logged)": entry["train_loss_final"],
+                "train-set loss (eval mode)": entry["train_eval_loss_final"],
+                "val loss (eval mode)": entry["val_loss_final"],
+                "eval-mode slope": np.polyfit(y, eval_pred, 1)[0],
+                "train-mode mean slope": np.polyfit(y, train_pred, 1)[0],
+                "h(x) = c x² + d: c": c,
+                "d": d,
+            }
+        )
     return rows
 
 
@@ -67,7 +72,9 @@ def table(rows: list[dict]) -> str:
     lines = ["| group | init | n | " + " | ".join(f"median {c}" for c in columns) + " |", "|---" * (3 + len(columns)) + "|"]
     for (group, init), members in sets.items():
         values = [np.median([m[c] for m in members]) for c in columns]
-        lines.append(f"| {group} | {init} | {len(members)} | " + " | ".join(f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values) + " |")
+        lines.append(
+            f"| {group} | {init} | {len(members)} | " + " | ".join(f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ Over a window of 20,000 steps or more the trackers write as many points as over 
 in a fraction of the time, so the ratio here is an upper bound on the full run's and the extra
 seconds (`extra_s`) are what the full run pays. Writes overhead.json beside this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,11 +65,16 @@ def main() -> None:
                 times[name].append(elapsed)
             print(f"rep {rep} {name}: {elapsed:.1f} s", flush=True)
     medians = {name: float(np.median(t)) for name, t in times.items()}
-    out = {"command": f"python results/trackers/overhead.py --steps {args.steps} --reps {args.reps} --warmup {args.warmup}",
-           "device": f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-           "models": 1000, "steps": args.steps, "seconds": times, "median_s": medians,
-           "extra_s": {name: medians[name] - medians["none"] for name in VARIANTS if name != "none"},
-           "overhead": {name: medians[name] / medians["none"] - 1 for name in VARIANTS if name != "none"}}
+    out = {
+        "command": f"python results/trackers/overhead.py --steps {args.steps} --reps {args.reps} --warmup {args.warmup}",
+        "device": f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "models": 1000,
+        "steps": args.steps,
+        "seconds": times,
+        "median_s": medians,
+        "extra_s": {name: medians[name] - medians["none"] for name in VARIANTS if name != "none"},
+        "overhead": {name: medians[name] / medians["none"] - 1 for name in VARIANTS if name != "none"},
+    }
     (ROOT / "overhead.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out["overhead"], indent=1))
 
