@@ -10,9 +10,8 @@ devices), sweep (models axis, jit, chunks, checkpoints), report and plots (a run
 What an experiment written outside the package needs is importable from here.
 """
 
-__version__ = "0.1.0"
-
+from jaxfit._version import __version__
 from jaxfit.config import ConfigError, bounded, fail, load  # noqa: E402
 from jaxfit.experiment import EvalSet, Task, make_eval_set, mean_over, mse, register  # noqa: E402
 
-__all__ = ["ConfigError", "EvalSet", "Task", "bounded", "fail", "load", "make_eval_set", "mean_over", "mse", "register"]
+__all__ = ["__version__", "ConfigError", "EvalSet", "Task", "bounded", "fail", "load", "make_eval_set", "mean_over", "mse", "register"]

@@ -37,6 +37,50 @@ MAX_CLASSES = 6  # named classes; the rest are "other"
 # ----------------------------------------------------------------------------- tests
 
 
+# ----------------------------------------------------------------------------- sets of models
+
+
+def coordinate_columns(models: list[dict]) -> list[str]:
+    """group, seed, init and the swept keys (those whose values differ)."""
+    fixed = ["group", "seed", "init"]
+    keys = dict.fromkeys(k for m in models for k in m)  # a value swept in one group only is a column too
+    swept = [k for k in keys if "." in k and len({m.get(k) for m in models}) > 1]
+    return fixed + swept
+
+
+def set_indices(models: list[dict]) -> np.ndarray:
+    """Each model's seed set (`model_sets`) as an index 0..sets-1."""
+    index = np.zeros(len(models), np.int32)
+    for k, members in enumerate(model_sets(models).values()):
+        index[members] = k
+    return index
+
+
+def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
+    """Indices of the models that differ only in seed, keyed by their other coordinates."""
+    columns = [c for c in coordinate_columns(models) if c != "seed"]
+    sets: dict[tuple, list[int]] = {}
+    for i, m in enumerate(models):
+        sets.setdefault(tuple(m.get(c) for c in columns), []).append(i)
+    return sets
+
+
+def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, int]]:
+    """Group values that lie within `tolerance` (relative) of their sorted neighbour; return
+    (median, count) of each group, most populous first."""
+    values = sorted(v for v in values if v is not None and v > 0)
+    groups: list[list[float]] = []
+    for v in values:
+        if groups and v <= groups[-1][-1] * (1 + tolerance):
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return sorted(((float(np.median(g)), len(g)) for g in groups), key=lambda c: -c[1])
+
+
+# ----------------------------------------------------------------------------- tests
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95 % by default)."""
     if n == 0:

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from jaxfit import config, sweep
+
 WORKLOADS = ("stepfit_wide", "stepfit_narrow", "sumsq")
 _TORCH_DEVICE = "cpu"  # set from the spec: "cuda" runs the PyTorch variants on the GPU
 IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile")
@@ -33,8 +35,6 @@ IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile")
 
 
 def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
-    from jaxfit import config, sweep
-
     if workload == "sumsq":
         epochs = max(1, steps // 900)
         overrides = [
@@ -88,8 +88,6 @@ def bench_torch_sequential(workload: str, n_models: int, steps: int, threads: in
     steps load kernels and make library handles)."""
     torch, ref = _torch_setup(threads)
     if workload == "sumsq":
-        from jaxfit import config
-
         x, y = config.load("sumsq").task.dataset()  # type: ignore[attr-defined]  # SumsqTask's
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
 
@@ -149,8 +147,6 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
     from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
     if workload == "sumsq":
-        from jaxfit import config
-
         x, y = config.load("sumsq").task.dataset()  # type: ignore[attr-defined]  # SumsqTask's
         x, y = torch.as_tensor(x[:90000]).to(_TORCH_DEVICE), torch.as_tensor(y[:90000]).to(_TORCH_DEVICE)
         nets = [ref.SumSq().manual_init() for _ in range(n_models)]

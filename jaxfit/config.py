@@ -22,13 +22,17 @@ import traceback
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 
+from jaxfit import optim as optim_tables
 from jaxfit.experiment import ExperimentError, Task, check_experiment, import_experiment, registry
+from jaxfit.fields import ConfigError, Sweep, bounded, fail
+
+__all__ = ["Config", "ConfigError", "Group", "Sweep", "bounded", "fail", "load"]  # the field helpers live in fields.py
 
 # The built-in configs: package data in an installed package, configs/ in a checkout.
 CONFIG_DIR = next(
@@ -42,22 +46,6 @@ SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a config or group name is also a folder name
 NAME_RULE = "1-100 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'"
 
-
-class ConfigError(ValueError):
-    """A bad config value; the message is one line naming key, value and what is allowed.
-    `detail` (printed before it) may hold the experiment author's own traceback."""
-
-    detail = ""
-
-
-def bounded(default: Any = dataclasses.MISSING, **limits: float) -> Any:
-    """A dataclass field with numeric limits (gt, ge, lt, le) checked on load, e.g.
-    `width: int = bounded(8, gt=0)`."""
-    return field(default=default, metadata=limits)
-
-
-# A float, or a list of floats that becomes a sweep axis (one model per value, vmapped).
-Sweep = float | tuple[float, ...]
 
 # ----------------------------------------------------------------------------- run
 
@@ -136,11 +124,6 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- building
-
-
-def fail(key: str, value: Any, allowed: str) -> ConfigError:
-    """The one-line error for config key `key` = `value`; `allowed` says what is allowed."""
-    return ConfigError(f"config key '{key}' = {value!r}: {allowed}")
 
 
 def _is_number(value: Any) -> bool:
@@ -338,8 +321,6 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
         raise fail("seed", seed, f"expected an integer from 0 to {SEED_MAX} (2^63 - 1)")
-    from jaxfit import optim as optim_tables  # its tables use this module's field helpers
-
     experiment = _import_experiment(raw["experiment"], base or Path.cwd()) if "experiment" in raw else None
     task = _build_kind(tuple(registry().values()), raw.get("task", {}), "task")
     check_experiment(type(task))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import sys
@@ -50,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit import inits
+from jaxfit import _version, inits
 from jaxfit.kernels import fixed_order_sum, scan
 
 if TYPE_CHECKING:
@@ -292,10 +293,9 @@ class Task:
         return None
 
     def plots(self, out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> None:
-        """PNG plots of a finished run into `out`, from its files (see report.py)."""
-        from jaxfit import plots
-
-        plots.loss_curves(out, summary, history, "step", log_x=True)
+        """The experiment's own PNG figures of a finished run, into `out`, from its files (see
+        report.py; jaxfit.plots has helpers); the engine draws the common ones (loss curves,
+        every cell, the fraction reached by step) beside them. Default: none."""
 
 
 # ----------------------------------------------------------------------------- registry
@@ -375,21 +375,33 @@ def check_experiment(cls: type[Task]) -> None:
 def code_of(cls: type) -> dict:
     """What ran: jaxfit's version and the sha256 of the source file that defines experiment
     `cls` (a resumed run must match it)."""
-    from jaxfit import __version__
-
     try:
         path = Path(inspect.getsourcefile(cls) or "")
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     except (OSError, TypeError):  # defined where no file holds it (an interactive session)
         path, digest = None, None
-    return {"jaxfit": __version__, "experiment_file": str(path) if path else None, "experiment_sha256": digest}
+    return {"jaxfit": _version.__version__, "experiment_file": str(path) if path else None, "experiment_sha256": digest}
+
+
+ENTRY_POINTS = "jaxfit.experiments"  # installed experiments name their module here (pyproject.toml)
+_LOADED: set[str] = set()
 
 
 def registry() -> dict[str, type[Task]]:
-    """Every registered experiment by name (the built-in ones are imported first)."""
-    import jaxfit.experiments  # noqa: F401 -- registers the built-in experiments
-
-    return dict(_REGISTRY)
+    """Every registered experiment by name: those registered so far (an `experiment` file, a
+    notebook cell) and every installed one, found through the `jaxfit.experiments` entry-point
+    group (jaxfit's own two among them; the convention pytest plugins use) and imported once."""
+    for point in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if point.value in _LOADED:
+            continue
+        _LOADED.add(point.value)
+        try:
+            point.load()
+        except Exception as error:  # noqa: BLE001 -- a broken installed package, named in one line
+            raise ExperimentError(
+                f"installed experiment {point.name!r} ({point.value}) does not import: {type(error).__name__}: {error}"
+            ) from None
+    return dict(sorted(_REGISTRY.items()))  # by name: the same order whatever was imported first
 
 
 def import_experiment(spec: str, base: Path) -> str:

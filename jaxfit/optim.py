@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxfit.config import Sweep, bounded, fail
+from jaxfit.fields import Sweep, bounded, fail
 
 # ----------------------------------------------------------------------------- schedules
 

@@ -8,16 +8,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import jax
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure  # figures drawn straight to PNG: no pyplot, no backend switched
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxfit import analysis, report  # noqa: E402
-from jaxfit.config import Config  # noqa: E402
+from jaxfit import analysis, rundir
+from jaxfit.config import Config
 
 COLUMNS = 4  # panels a row
 MAX_PANELS = 64  # per-cell figures draw at most this many cells; cells.png summarises every cell
@@ -25,10 +20,10 @@ MAX_PANELS = 64  # per-cell figures draw at most this many cells; cells.png summ
 
 def sets(summary: dict) -> dict[str, np.ndarray]:
     """Model indices of each set of models that differ only in seed, keyed by a label."""
-    columns = [c for c in report.coordinate_columns(summary["models"]) if c != "seed"]
+    columns = [c for c in analysis.coordinate_columns(summary["models"]) if c != "seed"]
     return {
         " ".join(str(v) if c in ("group", "init") else f"{c}={v}" for c, v in zip(columns, key)): np.asarray(index)
-        for key, index in report.model_sets(summary["models"]).items()
+        for key, index in analysis.model_sets(summary["models"]).items()
     }
 
 
@@ -40,9 +35,8 @@ def panels(
     shown = min(n, MAX_PANELS)
     columns = min(shown, COLUMNS)
     rows = -(-shown // columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, height * rows + (0.4 if title else 0)), squeeze=False, sharex=sharex, sharey=sharey
-    )
+    fig = Figure(figsize=(width * columns, height * rows + (0.4 if title else 0)))
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=sharex, sharey=sharey)
     flat = list(axes.ravel())
     for ax in flat[shown:]:
         ax.set_visible(False)
@@ -56,8 +50,7 @@ def panels(
 def save(fig, out: Path, name: str) -> None:
     title_space = 0.45 / fig.get_figheight() if fig._suptitle is not None else 0.0  # a suptitle above the panels
     fig.tight_layout(rect=(0, 0, 1, 1 - title_space))
-    report.atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
-    plt.close(fig)
+    rundir.atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
 
 
 def band(ax, x, values, label, color, ls="-"):
@@ -78,7 +71,8 @@ def spread(index, limit: int):
 
 
 def params_of(tree: dict, index: int) -> dict:
-    return jax.tree.map(lambda a: a[index], tree)
+    """Model `index`'s parameters from a tree of [models, ...] arrays (as load_params gives)."""
+    return {k: params_of(v, index) if isinstance(v, dict) else v[index] for k, v in tree.items()}
 
 
 def group_index(summary: dict, index: int) -> tuple[str, int]:
@@ -155,9 +149,8 @@ def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
     monitor, threshold = cfg.task.monitor, cfg.train.stop_at is not None
     labels = list(cells)
     y = np.arange(len(labels))[::-1]
-    fig, grid = plt.subplots(
-        1, 2 if threshold else 1, figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)), squeeze=False, sharey=True
-    )
+    fig = Figure(figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)))
+    grid = fig.subplots(1, 2 if threshold else 1, squeeze=False, sharey=True)
     axes = list(grid[0])
     finals = np.asarray([m.get(f"{monitor}_final") if m.get(f"{monitor}_final") is not None else np.nan for m in models], float)
     if threshold:
@@ -188,9 +181,11 @@ def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
 
 
 def draw_all(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
-    """Every plot of a run: the experiment's own (`Task.plots`; the common loss curves by default),
-    then the engine's: every cell at a glance (cells.png) and, with a threshold, the fraction
-    reached by step t (reached_by_step.png)."""
+    """Every plot of a run: the loss curves (per epoch where an epoch is several steps, else per
+    step on a log axis), the experiment's own (`Task.plots`), every cell at a glance (cells.png)
+    and, with a threshold, the fraction reached by step t (reached_by_step.png)."""
+    per_epoch = cfg.steps_per_epoch > 1
+    loss_curves(out, summary, history, "epoch" if per_epoch else "step", log_x=not per_epoch)
     cfg.task.plots(out, cfg, summary, history, params)
     cells_summary(out, cfg, summary)
     if cfg.train.stop_at is not None:

@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from jaxfit import analysis, rundir, sweep, train
+from jaxfit import analysis, plots, rundir, sweep, train
 from jaxfit import config as config_lib
-from jaxfit.analysis import wilson_interval
+from jaxfit.analysis import clusters, coordinate_columns, model_sets, set_indices, wilson_interval  # noqa: F401 -- report.clusters etc. for callers
 from jaxfit.rundir import atomic_write  # noqa: F401 -- also report.atomic_write, for callers that write a run's files
 
 
@@ -274,8 +274,6 @@ def analyse(cfg: config_lib.Config, models: list[dict]) -> dict:
 def redraw(out: Path) -> str:
     """summary.md and plots from the files of a finished run (all read and checked first); the
     analysis is computed again (runs written before it existed get it too)."""
-    from jaxfit import plots
-
     cfg, summary, history, params = read_run(out)
     fresh = analyse(cfg, summary["models"])
     changed = summary.get("analysis") != fresh
@@ -306,44 +304,6 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def coordinate_columns(models: list[dict]) -> list[str]:
-    """group, seed, init and the swept keys (those whose values differ)."""
-    fixed = ["group", "seed", "init"]
-    keys = dict.fromkeys(k for m in models for k in m)  # a value swept in one group only is a column too
-    swept = [k for k in keys if "." in k and len({m.get(k) for m in models}) > 1]
-    return fixed + swept
-
-
-def set_indices(models: list[dict]) -> np.ndarray:
-    """Each model's seed set (`model_sets`) as an index 0..sets-1."""
-    index = np.zeros(len(models), np.int32)
-    for k, members in enumerate(model_sets(models).values()):
-        index[members] = k
-    return index
-
-
-def model_sets(models: list[dict]) -> dict[tuple, list[int]]:
-    """Indices of the models that differ only in seed, keyed by their other coordinates."""
-    columns = [c for c in coordinate_columns(models) if c != "seed"]
-    sets: dict[tuple, list[int]] = {}
-    for i, m in enumerate(models):
-        sets.setdefault(tuple(m.get(c) for c in columns), []).append(i)
-    return sets
-
-
-def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, int]]:
-    """Group values that lie within `tolerance` (relative) of their sorted neighbour; return
-    (median, count) of each group, most populous first."""
-    values = sorted(v for v in values if v is not None and v > 0)
-    groups: list[list[float]] = []
-    for v in values:
-        if groups and v <= groups[-1][-1] * (1 + tolerance):
-            groups[-1].append(v)
-        else:
-            groups.append([v])
-    return sorted(((float(np.median(g)), len(g)) for g in groups), key=lambda c: -c[1])
 
 
 def set_rows(models: list[dict], metrics: list[str], stop_at: float | None, monitor: str) -> list[dict]:
@@ -534,10 +494,9 @@ def held(values: np.ndarray) -> np.ndarray:
 def draw_comparison(out: Path, cells: list[dict]) -> None:
     """compare_curves.png: each cell's monitored metric (a stopped model held at its last value),
     median and 25-75 % over its seeds, one panel per metric."""
-    from jaxfit import plots
-
     monitors = list(dict.fromkeys(c["monitor"] for c in cells))
-    fig, axes = plots.plt.subplots(1, len(monitors), figsize=(7 * len(monitors), 4.5), squeeze=False)
+    fig = plots.Figure(figsize=(7 * len(monitors), 4.5))
+    axes = fig.subplots(1, len(monitors), squeeze=False)
     for ax, monitor in zip(axes[0], monitors):
         for colour, cell in enumerate(c for c in cells if c["monitor"] == monitor):
             values = held(cell["values"])

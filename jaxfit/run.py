@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jaxfit import config as config_lib
-from jaxfit import distributed, rundir, trackers
+from jaxfit import distributed, report, rundir, sweep, trackers
 from jaxfit.experiment import ExperimentError, code_of
 from jaxfit.signals import StopRequest
 
@@ -214,8 +214,6 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
         return 2
     import jax  # imported only once the input is known to be good
 
-    from jaxfit import sweep
-
     try:
         prepared = sweep.prepare(cfg)  # validates memory; nothing is written before this
         if stop.requested:
@@ -247,8 +245,6 @@ def _train(
     share of the models and writes its share of each checkpoint; only process 0 writes files."""
     import jax
     from jax.experimental import multihost_utils
-
-    from jaxfit import report, sweep
 
     resume, code = args.resume is not None, code_of(type(cfg.task))
     if primary:

@@ -48,6 +48,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from jaxfit import analysis, report, sweep, train
 from jaxfit import config as config_lib
 
 NAMES = ("tensorboard", "wandb")
@@ -114,8 +115,6 @@ class Trackers:
     def __init__(self, cfg: config_lib.Config, out: Path | str, resume: bool = False, name: str | None = None):
         import jax
 
-        from jaxfit import sweep, train
-
         require(cfg.logging.to)
         self.cfg, self.out = cfg, Path(out)
         self.name = name or self.out.name  # the run folder's name (not a staging folder's): W&B's group
@@ -171,8 +170,6 @@ class Trackers:
                 pass
 
     def _save(self) -> None:
-        from jaxfit import report
-
         text = json.dumps({"written_through": self.written, "wandb": self.ids}, indent=1)
         try:
             report.atomic_write(self.record, lambda f: f.write(text))
@@ -183,8 +180,6 @@ class Trackers:
     def on_chunk(self, states: list[Any], intervals_done: int) -> None:
         """Send the points logged since the last call (host side; histories are fetched once).
         W&B streams them at once; TensorBoard's files are flushed at most every FLUSH_SECONDS."""
-        from jaxfit import sweep
-
         new = np.flatnonzero((self.logged_intervals < intervals_done) & (self.logged_steps > self.sent))
         if len(new) == 0:
             return
@@ -228,8 +223,6 @@ class Trackers:
     def finish(self, out: Path | str) -> None:
         """The summary table and the plots of the finished run in `out`; then close. A tracker
         that fails here is dropped like any other: the run is finished all the same."""
-        from jaxfit import report
-
         self.flush()
         if self.writes and self.sinks:
             out = Path(out)
@@ -248,11 +241,8 @@ class Trackers:
 
 
 def _sets(labels: list[dict]) -> dict[str, np.ndarray]:
-    """Indices of the models of each seed set, keyed by set_path."""
-    sets: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        sets.setdefault(set_path(label), []).append(i)
-    return {k: np.asarray(v) for k, v in sets.items()}
+    """Indices of the models of each seed set (analysis.model_sets), keyed by set_path."""
+    return {set_path(labels[index[0]]): np.asarray(index) for index in analysis.model_sets(labels).values()}
 
 
 def _bands(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -137,6 +137,7 @@ def test_the_engine_reproduces_the_factorials_committed_verdict():
     assert list(factors) == ["model.width", "model.train_on", "schedule"]  # largest change in success first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_lr", [1, 4, 32])  # 2, 8 and 64 cells
 def test_summary_and_figures_at_2_8_and_64_cells(tmp_path, capsys, n_lr):
     """A spirals sweep with 2 init schemes x n_lr learning rates: the report holds the paired
@@ -201,6 +202,7 @@ def test_a_metric_the_same_across_a_seed_set_is_stored_once_and_read_back_whole(
     assert all(np.array_equal(report.load_history(tmp_path / "old.npz")[k], v, equal_nan=True) for k, v in arrays.items())
 
 
+@pytest.mark.slow
 def test_a_runs_files_are_compressed_and_read_back_whole(tmp_path, stepfit_run):
     """A fresh run's history.npz and params.npz are compressed zip members."""
     import zipfile

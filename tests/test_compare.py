@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from jaxfit import report, run
 from tests.conftest import SUMSQ
 
 
+@pytest.mark.slow
 def test_several_runs_make_one_table_and_one_figure(tmp_path, stepfit_run, capsys):
     """Cells keyed by run, group, init and swept values; success rates with Wilson intervals
     where a run has a threshold; runs of the same folder name told apart by their parents; the

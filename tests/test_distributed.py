@@ -43,6 +43,7 @@ def together(*args: str) -> list[subprocess.CompletedProcess]:
     return done[::-1]  # process 0 first
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_two_processes_train_one_run_that_equals_the_single_process_run(tmp_path, stepfit_run):
     out = tmp_path / "two"

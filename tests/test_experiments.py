@@ -26,11 +26,13 @@ SMALL_SPIRALS = ["sweep.n_seeds=2", "train.steps=600", "optim.lr=[0.01, 0.03]", 
 # The engine: everything but the experiments' own modules and the benchmark of the built-in ones.
 ENGINE = [
     "__init__",
+    "_version",
     "analysis",
     "checks",
     "config",
     "distributed",
     "experiment",
+    "fields",
     "inits",
     "kernels",
     "optim",
@@ -91,6 +93,7 @@ def check_spirals(summary: dict, history, stop_at: float) -> None:
         assert 0.0 <= m["val_accuracy_init"] <= 1.0 and m["val_loss_final"] < m["val_loss_init"]
 
 
+@pytest.mark.slow
 def test_an_outside_experiment_runs_from_the_cli(tmp_path, capsys):
     out = tmp_path / "spirals"
     sets = [a for o in SMALL_SPIRALS for a in ("--set", o)]
@@ -120,6 +123,7 @@ def test_an_outside_experiment_runs_from_python():
     assert type(again.task) is type(cfg.task)
 
 
+@pytest.mark.slow
 def test_a_built_wheel_works_from_any_folder(tmp_path):
     """Build a wheel from the tracked sources, install it into a fresh virtual environment (its
     dependencies seen through this environment's site-packages, jaxfit only from the wheel), and
@@ -208,6 +212,7 @@ def test_an_experiments_shape_mistakes_are_named_while_compiling(monkeypatch):
 SPIRALS_NNX = ROOT / "examples" / "spirals_nnx.toml"
 
 
+@pytest.mark.slow
 def test_an_nnx_experiment_runs_from_the_cli(tmp_path):
     """examples/spirals_nnx.py: the same experiment with its network as a flax.nnx.Module."""
     out = tmp_path / "spirals_nnx"

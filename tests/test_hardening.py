@@ -86,6 +86,7 @@ def test_the_schedule_message_says_why_and_how(capsys):
     one_line_error(capsys, "'constant'", "groups.NAME.schedule.max_lr")
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize(
     "override, what",
@@ -133,6 +134,7 @@ def test_output_folders_that_cannot_be_made_are_refused_before_any_work(tmp_path
     assert a_file.read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
@@ -156,6 +158,7 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path
     assert (out / "notes.txt").read_text() == "mine" and not (out / rundir.STAGING).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_overwrite_interrupted_during_compilation_keeps_the_earlier_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
@@ -197,6 +200,7 @@ with rundir.owned(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("ending", ["exits", "is killed"])
 def test_a_run_folder_has_one_writer_and_a_dead_one_leaves_no_lock(tmp_path, capsys, ending):
@@ -215,6 +219,7 @@ def test_a_run_folder_has_one_writer_and_a_dead_one_leaves_no_lock(tmp_path, cap
 # ----------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 def test_resume_refuses_an_edited_config_but_takes_new_execution_settings(tmp_path, capsys, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20"]
@@ -258,6 +263,7 @@ def _drop_manifest(step: Path) -> None:
         manifest.unlink()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, _drop_manifest])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, damage, stepfit_run):
@@ -273,6 +279,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     assert_same_files(stepfit_run, cut)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
     cut = tmp_path / "cut"
@@ -291,6 +298,7 @@ def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- reports
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [

@@ -62,6 +62,7 @@ CLASS_MISTAKES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize("name, edits, says", CLASS_MISTAKES, ids=[c[0] for c in CLASS_MISTAKES])
 def test_an_experiments_class_settings_are_checked_when_it_is_loaded(tmp_path, capsys, name, edits, says):
@@ -169,6 +170,7 @@ def test_resume_of_a_file_or_with_out_is_one_line(tmp_path, capsys, stepfit_run)
 # ----------------------------------------------------------------------------- resuming another program
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_resume_refuses_changed_experiment_code_unless_insisted(tmp_path, capsys):
     path = experiment(tmp_path, "edited")
@@ -186,13 +188,14 @@ def test_resume_refuses_changed_experiment_code_unless_insisted(tmp_path, capsys
     assert (out / "summary.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_resume_refuses_another_jaxfit_version(tmp_path, capsys, monkeypatch):
-    import jaxfit
+    from jaxfit import _version
 
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--set", "execution.chunk_epochs=50", "--out", str(out), "--stop-after-chunks", "1"]) == 0
-    monkeypatch.setattr(jaxfit, "__version__", "99.0")
+    monkeypatch.setattr(_version, "__version__", "99.0")
     capsys.readouterr()
     assert run.main(["--resume", str(out)]) == 2
     one_line_error(capsys, "jaxfit 0.1.0 -> 99.0")
@@ -237,6 +240,7 @@ def ended(proc: subprocess.Popen) -> tuple[int, list[str]]:
     return proc.returncode, err.strip().splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("who", ["a peer that never starts", "an unreachable coordinator"])
 def test_a_process_alone_says_whom_it_waits_for_and_ends_in_one_line(tmp_path, who):
@@ -269,6 +273,7 @@ def test_a_join_timeout_without_meaning_is_refused(capsys, value):
 # ----------------------------------------------------------------------------- signals
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_sighup_is_a_stop_request_like_sigterm(tmp_path, stepfit_run):
     """A closed terminal: the run stops after a chunk with a checkpoint (a real process), and
@@ -292,6 +297,7 @@ def test_sighup_is_a_stop_request_like_sigterm(tmp_path, stepfit_run):
     assert_same_files(stepfit_run, out)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_signal_while_the_files_are_written_says_so_and_the_run_is_complete(tmp_path, capsys, monkeypatch, stepfit_run):
     write_run = report.write_run
@@ -319,6 +325,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_tracker_that_fails_mid_run_is_dropped_and_resume_picks_it_up(tmp_path, capsys, monkeypatch, stepfit_run, offline):
     pytest.importorskip("tensorboardX")
@@ -349,6 +356,7 @@ def test_a_tracker_that_fails_mid_run_is_dropped_and_resume_picks_it_up(tmp_path
     assert_same_files(stepfit_run, out)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_tracker_failing_at_the_end_leaves_a_finished_run(tmp_path, capsys, monkeypatch, offline):
     def unreachable(*args):
@@ -361,6 +369,7 @@ def test_a_tracker_failing_at_the_end_leaves_a_finished_run(tmp_path, capsys, mo
     assert rundir.read_marker(out)["finished"] and (out / "summary.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_killed_wandb_process_costs_nothing(tmp_path):
     """W&B's service process killed (SIGKILL) during a real run: one line, training goes on, the run
@@ -495,6 +504,7 @@ def crashed_at(staged: tuple[Path, Path], point: int, into: Path, monkeypatch) -
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_every_crash_point_of_the_promotion_is_completed_by_the_next_command(tmp_path, monkeypatch, staged):
     point = 0
@@ -507,6 +517,7 @@ def test_every_crash_point_of_the_promotion_is_completed_by_the_next_command(tmp
     assert point >= 10  # journal, marker, each file, the old files, the marker: every point was tried
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("point", [1, 5, -1])  # after the journal; amid the files; before the last step
 @pytest.mark.parametrize("command", ["overwrite", "resume", "report"])
@@ -539,6 +550,7 @@ sys.exit(run.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_disk_that_fills_inside_orbax_is_one_line_and_loses_nothing(tmp_path, stepfit_run):
     out = tmp_path / "run"

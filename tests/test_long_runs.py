@@ -37,12 +37,14 @@ def assert_same_files(a: Path, b: Path) -> None:
             np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_result_is_the_same_whatever_the_chunk_size(tmp_path):
     assert run.main([*SUMSQ, "--set", "execution.chunk_epochs=1", "--out", str(tmp_path / "a")]) == 0
     assert run.main([*SUMSQ, "--set", "execution.chunk_epochs=2", "--out", str(tmp_path / "b")]) == 0
     assert_same_files(tmp_path / "a", tmp_path / "b")
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, stepfit_run):
     args = [*STEPFIT, "--set", "execution.chunk_epochs=20", "--set", "execution.checkpoint_every=2"]
@@ -54,6 +56,7 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, step
     assert len(list((tmp_path / "parts" / "checkpoints").iterdir())) <= 2  # keep_checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, capsys, signum, code, stepfit_run):
@@ -81,6 +84,7 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch,
     assert_same_files(stepfit_run, tmp_path / "cut")
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsys):
     prepare = sweep.prepare
@@ -96,6 +100,7 @@ def test_a_signal_during_compilation_writes_nothing(tmp_path, monkeypatch, capsy
     assert run.main([*STEPFIT, "--out", str(tmp_path / "cut")]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 def test_resume_and_overwrite_need_the_right_folders(tmp_path, capsys):
     assert run.main(["--resume", str(tmp_path / "nothing")]) == 2
@@ -109,6 +114,7 @@ def test_resume_and_overwrite_need_the_right_folders(tmp_path, capsys):
     assert len(json.loads((out / "summary.json").read_text())["models"]) == 4
 
 
+@pytest.mark.slow
 def test_the_run_ends_early_once_every_model_has_stopped(tmp_path):
     out = tmp_path / "early"
     assert run.main([*STEPFIT, "--set", "train.steps=100000", "--set", "train.stop_at=0.95", "--out", str(out)]) == 0
@@ -117,6 +123,7 @@ def test_the_run_ends_early_once_every_model_has_stopped(tmp_path):
     assert summary["run"]["steps_run"] < 100_000 and summary["run"]["steps"] == 100_000
 
 
+@pytest.mark.slow
 def test_a_diverging_model_is_frozen_and_leaves_the_others_unchanged():
     swept = run_small("stepfit", "groups.narrow.optim.lr=[0.1, 10000.0]")
     plain = run_small("stepfit")
@@ -147,6 +154,7 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path):
     assert target.read_text() == "old, complete" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_same_numbers_as_one(tmp_path):
     """The models axis sharded over 4 (forced CPU) devices, 3 seeds padded to 8 models."""
     base = [sys.executable, "-m", "jaxfit.run", *STEPFIT]

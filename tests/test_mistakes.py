@@ -108,6 +108,7 @@ MISTAKES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize("name, edits, says", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_an_authors_mistake_is_one_line_before_anything_trains(tmp_path, capsys, name, edits, says):

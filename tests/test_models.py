@@ -28,6 +28,7 @@ def sumsq_params(cfg, init="manual", key=0):
     return module, train.init_params(cfg.task, group.model, template(module, cfg.task.input_shape()), jnp.int32(index), jax.random.key(key))
 
 
+@pytest.mark.slow
 def test_shapes():
     cfg = config.load("sumsq")
     module, params = sumsq_params(cfg)
@@ -89,6 +90,7 @@ def test_dropout_masks_differ_across_the_64_shared_subnets():
     assert len(np.unique(subnet_outputs(True))) > 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_subnet_matches_autodiff_of_the_layers_it_replaces(activation, with_mask):
@@ -156,6 +158,7 @@ def test_dropout_keeps_1_minus_p_scales_and_draws_independently():
     np.testing.assert_array_equal(np.asarray(grad), a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "dropout-on"])
 def test_the_fast_subnets_are_the_nn_vmap_definition(activation, train_mode):
@@ -204,6 +207,7 @@ def test_epoch_order_is_uniform_over_permutations():
     assert len(counts) == 24 and np.sum((counts - 1000.0) ** 2 / 1000.0) < 49.7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 7, 100, 128])
 def test_fixed_order_sum_is_the_sum_in_an_order_fixed_by_the_shape(n):
     """The sum of jnp.sum to rounding; and each row's bits are the same whether it is summed alone

@@ -121,6 +121,7 @@ def lion():
     del optim.OPTIMISERS["lion"]
 
 
+@pytest.mark.slow
 def test_any_optax_optimiser_can_be_registered_and_swept(lion):
     cfg = config.load(
         "stepfit", ['optim={name="lion", lr=[0.001, 0.003]}', 'schedule={name="constant"}', "train.steps=300", "sweep.n_seeds=2"]

@@ -17,6 +17,7 @@ from jaxfit.experiments.stepfit import MLP
 from tests.conftest import small
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)]
 )
@@ -61,6 +62,7 @@ def with_margin(monkeypatch, extra) -> None:
     monkeypatch.setattr(stepfit, "bound", widened)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("candidates", [train.CANDIDATES, (2, 3)])
 def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, candidates):
     """3000 steps (beyond 1000 intervals, so most steps are not logged and the shortcut skips
@@ -87,6 +89,7 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, ca
                 np.testing.assert_array_equal(np.asarray(a.history[name])[:, :-1], np.asarray(b.history[name])[:, :-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "width, activation, output_activation", [(1, "leaky_relu", True), (8, "leaky_relu", True), (8, "relu", False), (3, "relu", True)]
 )

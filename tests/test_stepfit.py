@@ -21,6 +21,7 @@ def stopped():
     return sweep.run(small("stepfit", "train.stop_at=0.07", "sweep.n_seeds=6"), quiet=True)
 
 
+@pytest.mark.slow
 def test_early_stopping_freezes_exactly_the_models_that_hit_the_threshold(stopped):
     reached_any = not_reached_any = False
     for group, state in zip(stopped.groups, stopped.states):
@@ -39,6 +40,7 @@ def test_early_stopping_freezes_exactly_the_models_that_hit_the_threshold(stoppe
     assert reached_any and not_reached_any  # the fixture exercises both cases
 
 
+@pytest.mark.slow
 def test_a_stopped_model_keeps_the_parameters_of_its_stop_step(stopped):
     """Re-train without a threshold for exactly a stopped model's stop step: same parameters."""
     group_index, model = next((g, i) for g, s in enumerate(stopped.states) for i in range(len(s.stop_step)) if s.stop_step[i] > 0)
@@ -59,6 +61,7 @@ def write_one_group(tmp_path, name):
     return path
 
 
+@pytest.mark.slow
 def test_groups_of_different_shapes_in_one_call_equal_each_group_alone(tmp_path):
     together = sweep.run(small("stepfit"), quiet=True)
     for name in ("narrow", "wide"):
@@ -67,6 +70,7 @@ def test_groups_of_different_shapes_in_one_call_equal_each_group_alone(tmp_path)
             assert_same_model(model_arrays(together, name, {"seed": seed}), model_arrays(alone, name, {"seed": seed}))
 
 
+@pytest.mark.slow
 def test_a_list_is_a_vmapped_sweep_axis():
     cfg = small("stepfit", "groups.narrow.optim.lr=[0.05, 0.1, 0.2]", "sweep.n_seeds=2")
     result = sweep.run(cfg, quiet=True)
@@ -79,6 +83,7 @@ def test_a_list_is_a_vmapped_sweep_axis():
         assert_same_model(model_arrays(result, "narrow", {"seed": seed, "optim.lr": 0.1}), model_arrays(plain, "narrow", {"seed": seed}))
 
 
+@pytest.mark.slow
 def test_ablation_config_runs_its_groups_in_one_call(tmp_path, capsys):
     out = tmp_path / "abl"
     assert (
@@ -128,6 +133,7 @@ def test_wilson_interval_and_clusters():
     assert report.clusters([0.0658, 0.0659, 0.0050, 0.0662, 0.0049, 0.9]) == [(0.0659, 3), (pytest.approx(0.00495), 2), (0.9, 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -147,6 +153,7 @@ def test_other_optimisers_activations_and_schedules_come_from_config(overrides):
         np.testing.assert_allclose(np.asarray(result.states[0].final["lr"]), 0.1 * 0.5**2)  # steps 200..299
 
 
+@pytest.mark.slow
 def test_the_factorials_seed_cells_are_the_seeds_groups_and_the_grid_cells_train_on_the_grid():
     """configs/stepfit_factorial.toml crosses data x width x schedule. Its two fresh-batch cells
     that are the seed's setup give the seed config's numbers bit for bit (same run seed, same seed

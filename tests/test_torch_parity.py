@@ -139,6 +139,7 @@ SUMSQ_RTOL_LOSS, SUMSQ_RTOL_PARAMS = 2e-4, 1e-6
 STEPFIT_ATOL_LOSS, STEPFIT_ATOL_PARAMS = 2e-4, 2e-5
 
 
+@pytest.mark.slow
 def test_sumsq_adam_step_lr_trajectory_matches_torch():
     """Manual init, dropout off, Adam 1e-4 and StepLR with step_size=1 epoch (so that the
     per-epoch stepping is exercised inside 2 epochs), 1800 steps."""
@@ -172,6 +173,7 @@ def test_sumsq_adam_step_lr_trajectory_matches_torch():
     np.testing.assert_allclose(np.asarray(result.states[0].history["train_loss"])[0, :2], epoch_means, rtol=SUMSQ_RTOL_LOSS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group_index, cyclic", [(0, False), (1, True)], ids=["narrow-sgd", "wide-sgd-cyclic"])
 def test_stepfit_trajectories_match_torch(group_index, cyclic):
     cfg = config.load("stepfit", ["train.steps=3000", "sweep.n_seeds=1"])
@@ -209,6 +211,7 @@ OPTIMISERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OPTIMISERS)
 def test_every_optimiser_follows_torch(name):
     """From the same start on the same batches, jaxfit's optax chain and torch's optimiser give
@@ -232,6 +235,7 @@ def test_every_optimiser_follows_torch(name):
         assert abs(torch_losses[-1] - torch_losses[0]) > 0.05  # it learned: not a comparison of frozen nets
 
 
+@pytest.mark.slow
 def test_training_on_the_grid_follows_torch_full_batch_descent():
     """model.train_on = "grid" (the original poster's data): the engine's own run, started from
     torch's init, follows torch training on the whole linspace(0, 1000, 5001) / 1000 grid every
@@ -288,6 +292,7 @@ def torch_init_samples(make, scheme: str, n: int) -> dict:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["torch_default", "he"])
 def test_init_distributions_match_torch(scheme):
     """Per parameter tensor, a two-sample KS test of the pooled values over 2000 models; the
@@ -344,6 +349,7 @@ def test_dropout_semantics_match_torch():
 # ----------------------------------------------------------------------------- 6. end to end, dropout on
 
 
+@pytest.mark.slow
 def test_sumsq_with_dropout_agrees_with_torch_within_seed_spread():
     """Manual init, dropout 0.2 everywhere, Adam 1e-4: 8 seeds x 3 epochs on each side, on a
     training set cut to 9,000 samples (90 steps per epoch) to keep torch's side short. The

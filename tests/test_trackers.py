@@ -98,6 +98,7 @@ def check_tensorboard(out: Path) -> None:
         np.testing.assert_allclose(median[1], expected[np.isfinite(expected)], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_point_of_every_model(tmp_path):
     out = tmp_path / "run"
     assert run.main([*SWEPT, "--log", "tensorboard", "--out", str(out)]) == 0
@@ -113,11 +114,13 @@ def test_tensorboard_holds_every_point_of_every_model(tmp_path):
     assert final["final/val_loss_final"][1][0] == np.float32(entry["val_loss_final"])
 
 
+@pytest.mark.slow
 def test_logging_changes_no_number(tmp_path, stepfit_run):
     assert run.main([*STEPFIT, "--log", "tensorboard", "--log", "wandb", "--out", str(tmp_path / "logged")]) == 0
     assert_same_files(stepfit_run, tmp_path / "logged")
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_per_group_holds_config_and_points(tmp_path):
     out = tmp_path / "run"
     assert run.main([*SWEPT, "--log", "wandb", "--out", str(out)]) == 0
@@ -149,6 +152,7 @@ class Killed(BaseException):
     """A process killed after a chunk, its last checkpoint older than its tracker points."""
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_killed_and_resumed_run_continues_the_same_tracker_runs_without_duplicates(tmp_path, monkeypatch, stepfit_run):
     out = tmp_path / "run"
@@ -188,6 +192,7 @@ def test_a_killed_and_resumed_run_continues_the_same_tracker_runs_without_duplic
         assert len(points) == len(set(points)) and max(step for _, step in points) == 300
 
 
+@pytest.mark.slow
 def test_from_python(tmp_path):
     cfg = config.load("stepfit", ["train.steps=200", "sweep.n_seeds=2", 'logging.to=["tensorboard"]'])
     out = tmp_path / "notebook"

@@ -33,6 +33,7 @@ def model_arrays(result, group_name, label):
     raise AssertionError(group_name)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_without_dropout():
     result = run_small(
         "sumsq",
@@ -54,6 +55,7 @@ def assert_same_model(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_a_model_does_not_depend_on_its_neighbours(sumsq_result):
     """Model (seed 0, he) run alone == the same model among 2 seeds x {manual, he} == among
     5 seeds x {manual, he}: every logged number and the final parameters, bit for bit."""
@@ -65,12 +67,14 @@ def test_a_model_does_not_depend_on_its_neighbours(sumsq_result):
     assert_same_model(reference, model_arrays(more, "main", label))
 
 
+@pytest.mark.slow
 def test_a_stepfit_model_does_not_depend_on_its_neighbours():
     alone, more = run_small("stepfit", "sweep.n_seeds=1"), run_small("stepfit", "sweep.n_seeds=4")
     for group in ("narrow", "wide"):
         assert_same_model(model_arrays(alone, group, {"seed": 0}), model_arrays(more, group, {"seed": 0}))
 
 
+@pytest.mark.slow
 def test_init_schemes_are_paired_on_the_same_batches_and_masks(sumsq_result):
     """Models differing only in init scheme share data order and dropout masks: swapping the
     scheme order (so each scheme gets the other's index) changes nothing, and a he model's
@@ -164,6 +168,7 @@ def all_states_equal(a, b) -> None:
         chex.assert_trees_all_equal(x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sumsq", "stepfit"])
 def test_models_run_in_blocks_without_changing_a_number(monkeypatch, name):
     """A group's models run in blocks (`sweep.models_per_block`): blocks of 2 -- 5 models per
@@ -194,6 +199,7 @@ def test_blocks_are_as_large_as_the_caches_or_the_memory_allow():
     assert sweep.models_per_block(10**12, 10**12, 3, cpu) == 2  # never fewer than 2 (see sweep.padded)
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
     """sumsq with the faithful eval chunk of 2,000 samples: the compiled chunk's working memory
     for 400 models is that of one block (it was 20x the 20 models' without blocks)."""

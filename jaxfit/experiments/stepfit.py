@@ -18,8 +18,10 @@ from typing import Any, Literal, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import matplotlib.ticker
 import numpy as np
 
+from jaxfit import analysis, plots, report
 from jaxfit.config import Config, bounded
 from jaxfit.experiment import EvalSet, Params, Task, make_eval_set, register
 
@@ -251,11 +253,8 @@ def bound(params, model: MLP, grid: Grid) -> tuple[jax.Array, jax.Array]:
 
 
 def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> None:
-    """Loss curves per step; every model's validation loss; the final-loss histogram with its
-    clusters; the fitted functions of a few models."""
-    from jaxfit import plots, report
-
-    plots.loss_curves(out, summary, history, "step", log_x=True)
+    """Every model's validation loss; the final-loss histogram with its clusters; the fitted
+    functions of a few models (the loss curves are the engine's)."""
     sets = plots.sets(summary)
     models_ = summary["models"]
     stop_at = cfg.train.stop_at
@@ -287,10 +286,10 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     fig, axes = plots.panels(len(sets), 4.4, 3.0, sharex=True)
     for ax, (label, index) in zip(axes, sets.items()):
         ax.hist(finals[index][np.isfinite(finals[index])], bins=bins)
-        for centre, count in report.clusters(list(finals[index])):
+        for centre, count in analysis.clusters(list(finals[index])):
             ax.annotate(f"{centre:.4g} ×{count}", (centre, count), fontsize=7, ha="center", va="bottom")
         ax.set(xscale="log", xlabel="final validation loss", ylabel="models", title=label)
-        ax.xaxis.set_minor_formatter(plots.matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     plots.save(fig, out, "final_loss_hist.png")
 
     # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)
