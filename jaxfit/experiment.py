@@ -52,14 +52,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit import _version, inits
+from jaxfit.inits import Params
 from jaxfit.kernels import fixed_order_sum, scan
 
 if TYPE_CHECKING:
     import flax.linen as nn
 
     from jaxfit.config import Config
-
-Params = dict
 
 
 class ExperimentError(ValueError):

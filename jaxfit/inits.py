@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-Params = dict
+Params = dict  # a Flax parameter tree: nested dicts of arrays (one definition, used package-wide)
 
 
 def _dense_layers(params: Params) -> list[tuple]:

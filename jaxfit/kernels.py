@@ -1,21 +1,15 @@
 """Speed devices: written-out computations that XLA runs faster than the plain formulation of
 the same thing, each tested against the plain formulation it replaces (tests/test_models.py,
-tests/test_torch_parity.py) and kept while it measurably pays. Measured side by side in one
-process by results/kernels/measure.py (2-core CPU; model-steps/s with the device / with the
-plain formulation; details in results/BENCHMARKS.md):
+tests/test_torch_parity.py) and kept while it measurably pays (results/kernels/measure.py
+measures each side by side; the figures, and the devices deleted once they stopped paying, are in
+results/BENCHMARKS.md):
 
-- SharedScalarSubnet (subnet_apply) for nn.vmap of a shared one-input subnet: 7.1-7.5x.
-- counter_bits (a murmur3 counter hash) for threefry bits in dropout masks: 4.9-7.1x for a step
-  of the 64-input shared-subnet model.
-- apply_mask's custom VJP (the forward pass's mask kept) for autodiff of the select: 1.2-1.35x.
-- fixed_order_sum for XLA's reductions: 0.92-0.96x, kept for what it guarantees, not for speed:
-  a model's numbers do not depend on how many models run beside it.
+- SharedScalarSubnet (subnet_apply) for nn.vmap of a shared one-input subnet.
+- counter_bits (a murmur3 counter hash) for threefry bits in dropout masks.
+- apply_mask's custom VJP (the forward pass's mask kept) for autodiff of the select.
+- fixed_order_sum for XLA's reductions: kept for what it guarantees, not for speed (it is a few
+  per cent slower): a model's numbers do not depend on how many models run beside it.
 - scan: a length-1 scan as a plain call (one-step epochs and intervals).
-
-Deleted in the seventh session: outer_product / fused_dense_product, the written-out gradient of
-a one-input Dense layer. It paid 1.8x while the 1->k->1 nets validated on a 5001-point grid every
-step; with the closed-form validation, 1.02 / 1.04 / 0.97x for 1->1->1 nets and 0.98 / 1.00 /
-1.01x for 1->8->1 nets in three measurements. nn.Dense gives the same bits.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Params = dict
+from jaxfit.inits import Params
 
 
 def fixed_order_sum(values: jax.Array) -> jax.Array:

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jaxfit import checkpoints, distributed, plan, report, rundir, sweep, trackers
 from jaxfit import config as config_lib
-from jaxfit import distributed, report, rundir, sweep, trackers
 from jaxfit.experiment import ExperimentError, code_of
 from jaxfit.signals import StopRequest
 
@@ -221,7 +221,7 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
             return 128 + stop.requested
         with rundir.owned(out) if primary else contextlib.nullcontext():
             return _train(args, cfg, out, work, prepared, stop, primary)
-    except (sweep.TooLarge, sweep.CheckpointError, rundir.FolderError, ExperimentError) as error:
+    except (plan.TooLarge, checkpoints.CheckpointError, rundir.FolderError, ExperimentError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a folder made read-only meanwhile: what was written stays

@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from jaxfit import analysis, report, sweep, train
+from jaxfit import analysis, plan, report, train
 from jaxfit import config as config_lib
 
 NAMES = ("tensorboard", "wandb")
@@ -118,7 +118,7 @@ class Trackers:
         require(cfg.logging.to)
         self.cfg, self.out = cfg, Path(out)
         self.name = name or self.out.name  # the run folder's name (not a staging folder's): W&B's group
-        self.groups = sweep.expand(cfg)
+        self.groups = plan.expand(cfg)
         self.logged_intervals = train.logged_intervals(cfg)
         self.logged_steps = train.interval_end_steps(cfg, self.logged_intervals)
         self.writes = jax.process_index() == 0
@@ -184,7 +184,7 @@ class Trackers:
         if len(new) == 0:
             return
         lo, hi = int(new[0]), int(new[-1]) + 1
-        histories = sweep._fetch([{k: v[:, lo:hi] for k, v in s.history.items()} for s in states])  # a collective
+        histories = plan.fetch([{k: v[:, lo:hi] for k, v in s.history.items()} for s in states])  # a collective
         steps = self.logged_steps[lo:hi]
         self.sent = int(steps[-1])
         if not self.writes or not self.sinks:

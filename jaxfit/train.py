@@ -201,16 +201,58 @@ class Trained(NamedTuple):
     diverged_step: jax.Array
     loss_sum: jax.Array  # of the train-mode losses of the steps applied
 
+    @classmethod
+    def start(cls, state: ModelState) -> Trained:
+        """An interval's starting point: the model as its state holds it, no loss summed yet."""
+        return cls(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
+
 
 class Trainer(NamedTuple):
     """What `make_train` builds for a group: `init(coords, data, given_params)` and
     `run_chunk(states, coords, data, first_interval)` for a block of its models, and
     `footprint(coords, data)`: the bytes of the largest array one model holds in an optimiser
-    step and in an evaluation (from the traced programs; nothing runs; `sweep.models_per_block`)."""
+    step and in an evaluation (from the traced programs; nothing runs; `plan.models_per_block`)."""
 
     init: Callable
     run_chunk: Callable
     footprint: Callable[[Coords, RunData], tuple[int, int]]
+
+
+class Setup(NamedTuple):
+    """What every function of a group's training shares, fixed when it is built (nothing traced)."""
+
+    cfg: Config
+    group: Group
+    task: Task
+    module: Any  # the group's Flax module (an NNX one wrapped as linen)
+    step_fn: Callable  # make_step's optimiser update
+    shapes: Any  # the parameter tree's shapes
+    logged: jax.Array  # the logged intervals, int32
+    bound: Callable | None  # the task's closed-form filter of the monitored metric, if it has one
+
+    @property
+    def n_logged(self) -> int:
+        return int(self.logged.shape[0])
+
+    @property
+    def maximise(self) -> bool:
+        return self.task.goal == "max"
+
+
+def make_setup(cfg: Config, group: Group) -> Setup:
+    """The fixed parts of a group's training."""
+    task = cfg.task
+    module = module_of(task, group.model)
+    return Setup(
+        cfg,
+        group,
+        task,
+        module,
+        make_step(cfg, group),
+        template(module, task.input_shape()),
+        jnp.asarray(logged_intervals(cfg), jnp.int32),
+        task.val_bound(group.model, cfg.train.eval_batch_size),
+    )
 
 
 def largest_array_bytes(fn: Callable, *args: Any) -> int:
@@ -228,200 +270,217 @@ def largest_array_bytes(fn: Callable, *args: Any) -> int:
     return max(walk(jax.make_jaxpr(fn)(*args).jaxpr), default=0)
 
 
+def evaluate(s: Setup, params: Any, data: RunData) -> dict[str, jax.Array]:
+    """One model's eval-mode metrics (scalars), the monitored one among them."""
+    evals = s.task.evaluate(s.module, params, data.task)
+    chex.assert_rank(list(evals.values()), 0)  # one number per metric
+    monitor = s.task.monitor
+    assert monitor in evals, f"{type(s.task).__name__}.evaluate gives {sorted(evals)}; its monitor {monitor!r} is not among them"
+    return evals
+
+
+def reaches(s: Setup, value: jax.Array) -> jax.Array:
+    """The monitored metric is at the stop threshold."""
+    stop_at = s.cfg.train.stop_at
+    if stop_at is None:
+        return jnp.bool_(False)
+    return value >= stop_at if s.maximise else value <= stop_at
+
+
+def init_one(s: Setup, coords: Coords, data: RunData, given_params: Any = None) -> ModelState:
+    """One model's state before training; `given_params` (if any) replace the init scheme."""
+    _, _, init_key = model_keys(s.cfg.seed, coords.seed_index)
+    params = given_params if given_params is not None else init_params(s.task, s.group.model, s.shapes, coords.init_index, init_key)
+    lr0 = optim.learning_rate(s.group, coords.hp, jnp.int32(0), s.cfg.steps_per_epoch)
+    opt_state = optim.chain(s.group, coords.hp, lr0).init(params)
+    initial = evaluate(s, params, data)
+    reached = reaches(s, initial[s.task.monitor])
+    return ModelState(
+        params=params,
+        opt_state=opt_state,
+        first_params=params,
+        best_params=params,
+        best_val=jnp.float32(-jnp.inf if s.maximise else jnp.inf),
+        best_step=jnp.int32(-1),
+        initial=initial,
+        active=~reached,
+        steps_done=jnp.int32(0),
+        stop_step=jnp.where(reached, 0, -1).astype(jnp.int32),
+        diverged_step=jnp.int32(-1),
+        final={"train_loss": jnp.float32(jnp.nan), **initial, "lr": lr0},
+        history={name: jnp.full(s.n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
+    )
+
+
+def train_step(s: Setup, carry: Trained, step: jax.Array, x: jax.Array, y: jax.Array, coords: Coords) -> Trained:
+    """One model's optimiser step on batch (x, y) at global step `step` (none for a frozen
+    model, or past the last step; a non-finite result freezes the model without applying it)."""
+    new_params, new_opt_state, loss = s.step_fn(carry.params, carry.opt_state, x, y, step, coords)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
+    live = carry.active & (step < total_steps(s.cfg))
+    update = live & finite
+    params, opt_state = _where(update, (new_params, new_opt_state), (carry.params, carry.opt_state))
+    return Trained(
+        params,
+        opt_state,
+        carry.active & (finite | ~live),
+        carry.steps_done + update,
+        jnp.where(live & ~finite, step, carry.diverged_step),
+        carry.loss_sum + jnp.where(update, loss, 0.0),
+    )
+
+
+def epoch_order(s: Setup, data_key: jax.Array, data: RunData, epoch: jax.Array) -> Any:
+    """The task's order of the training set for an epoch (None with given batches)."""
+    return s.task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
+
+
+def batch_and_step(
+    s: Setup, carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, data_key: jax.Array, coords: Coords, data: RunData
+) -> Trained:
+    """The batch of a step of an epoch, and the optimiser step on it."""
+    step = epoch * s.cfg.steps_per_epoch + step_in_epoch
+    x, y = batch_at(s.task, s.group.model, data, order, data_key, step, step_in_epoch, s.cfg.train.batch_size)
+    return train_step(s, carry, step, x, y, coords)
+
+
+def train_interval(s: Setup, state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> Trained:
+    """One model's optimiser steps of an interval."""
+    data_key, _, _ = model_keys(s.cfg.seed, coords.seed_index)
+
+    def train_epoch(carry: Trained, epoch: jax.Array) -> tuple[Trained, None]:
+        order = epoch_order(s, data_key, data, epoch)
+        step = lambda c, i: (batch_and_step(s, c, i, epoch, order, data_key, coords, data), None)  # noqa: E731
+        return scan(step, carry, jnp.arange(s.cfg.steps_per_epoch, dtype=jnp.int32)), None
+
+    epochs = interval * s.cfg.train.eval_every + jnp.arange(s.cfg.train.eval_every, dtype=jnp.int32)
+    return scan(train_epoch, Trained.start(state), epochs)
+
+
+def log_slot(s: Setup, interval: jax.Array) -> jax.Array:
+    """The interval's column of the history; the scratch column n_logged if it is not logged."""
+    slot = jnp.searchsorted(s.logged, interval, method="compare_all")  # a fused compare, not a while loop
+    return jnp.where((slot < s.n_logged) & (s.logged[jnp.minimum(slot, s.n_logged - 1)] == interval), slot, s.n_logged)
+
+
+def just_diverged(state: ModelState, trained: Trained) -> jax.Array:
+    return (trained.diverged_step >= 0) & (state.diverged_step < 0)
+
+
+def ranked(s: Setup, state: ModelState, trained: Trained) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """One model's closed-form monitored metric, whether its direct value is needed (it could
+    decide a stop, or the model just diverged), and the estimate recorded where it is not."""
+    assert s.bound is not None  # only for a task with a closed form
+    ranking, margin = s.bound(trained.params)
+    could_stop = reaches(s, ranking + margin if s.maximise else ranking - margin)
+    needed = just_diverged(state, trained) | (trained.active & could_stop)
+    return ranking, needed, {name: ranking if name == s.task.monitor else jnp.float32(jnp.nan) for name in state.initial}
+
+
+def evaluate_where_needed(s: Setup, states: ModelState, trained: Trained, slot: jax.Array, data: RunData) -> tuple[dict, jax.Array]:
+    """The block's metrics after an interval, and each model's ranking value (what "best"
+    compares). Without a closed form: every model evaluated directly. With one: only where a
+    value is logged or needed -- none; a few, gathered into the smallest CANDIDATES buffer
+    that holds them; or every model when more need it -- and the closed form elsewhere.
+    Hundreds of models crossing the threshold thus cost a few models' evaluations per
+    interval, not the whole block's. A model's direct value is the same bits in every case
+    (tests/test_piecewise.py)."""
+    evaluate_all = lambda: jax.vmap(partial(evaluate, s), (0, None))(trained.params, data)  # noqa: E731
+    if s.bound is None:
+        evals = evaluate_all()
+        return evals, evals[s.task.monitor]
+    ranking, needed, estimate = jax.vmap(partial(ranked, s))(states, trained)
+    n_models = needed.shape[0]
+    needed = needed | (slot < s.n_logged)
+
+    def evaluate_few(slots: int) -> dict[str, jax.Array]:
+        index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
+        params = jax.tree.map(lambda p: p[jnp.minimum(index, n_models - 1)], trained.params)
+        values = jax.vmap(partial(evaluate, s), (0, None))(params, data)
+        return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
+
+    buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
+    branches: list[Callable[[], Any]] = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
+    count = jnp.sum(needed)
+    branch = sum((count > size).astype(jnp.int32) for size in [0, *buffers])  # the smallest that holds them all
+    return jax.lax.switch(branch, branches), ranking
+
+
+def record(
+    s: Setup,
+    state: ModelState,
+    trained: Trained,
+    evals: dict[str, jax.Array],
+    ranking: jax.Array,
+    interval: jax.Array,
+    slot: jax.Array,
+    coords: Coords,
+) -> ModelState:
+    """One model's state after an interval: stop, best parameters, history, final numbers."""
+    monitor, nan = s.task.monitor, jnp.float32(jnp.nan)
+    moved = trained.steps_done > state.steps_done  # this interval moved the model
+    diverged_now = just_diverged(state, trained)
+    per_epoch = s.cfg.steps_per_epoch
+    lr = optim.learning_rate(s.group, coords.hp, interval * s.cfg.train.eval_every * per_epoch, per_epoch)
+    train_loss = trained.loss_sum / jnp.maximum(trained.steps_done - state.steps_done, 1)
+    values = {"train_loss": train_loss, **evals, "lr": lr}
+    reached = trained.active & reaches(s, evals[monitor])
+    better = moved & ((ranking > state.best_val) if s.maximise else (ranking < state.best_val))
+    history = {name: state.history[name].at[slot].set(jnp.where(moved, values[name], nan)) for name in values}
+    final = _where(moved, values, state.final)
+    return ModelState(
+        params=trained.params,
+        opt_state=trained.opt_state,
+        first_params=_where(interval == 0, trained.params, state.first_params),
+        best_params=_where(better, trained.params, state.best_params),
+        best_val=jnp.where(better, ranking, state.best_val),
+        best_step=jnp.where(better, trained.steps_done, state.best_step),
+        initial=state.initial,
+        active=trained.active & ~reached,
+        steps_done=trained.steps_done,
+        stop_step=jnp.where(reached, trained.steps_done, state.stop_step),
+        diverged_step=trained.diverged_step,
+        final={**final, monitor: jnp.where(diverged_now, evals[monitor], final[monitor])},
+        history=history,
+    )
+
+
+def run_interval(s: Setup, states: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
+    """A block's interval: every model's steps (vmapped), the evaluation where needed, the bookkeeping (vmapped)."""
+    trained = jax.vmap(partial(train_interval, s), (0, None, 0, None))(states, interval, coords, data)
+    slot = log_slot(s, interval)
+    evals, ranking = evaluate_where_needed(s, states, trained, slot, data)
+    return jax.vmap(partial(record, s), (0, 0, 0, 0, None, None, 0))(states, trained, evals, ranking, interval, slot, coords)
+
+
+def init_block(s: Setup, coords: Coords, data: RunData, given_params: Any = None) -> ModelState:
+    """The block's states before training."""
+    return jax.vmap(partial(init_one, s), (0, None, 0))(coords, data, given_params)
+
+
+def run_chunk(s: Setup, states: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
+    """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
+    body = lambda states, k: (run_interval(s, states, k, coords, data), None)  # noqa: E731
+    return scan(body, states, first_interval + jnp.arange(chunk_intervals(s.cfg), dtype=jnp.int32))
+
+
+def footprint(s: Setup, coords: Coords, data: RunData) -> tuple[int, int]:
+    """(largest array of one model's optimiser step, of its evaluation), in bytes."""
+    one = jax.tree.map(lambda a: a[0], coords)
+    state = jax.eval_shape(partial(init_one, s), one, data)
+    data_key, _, _ = model_keys(s.cfg.seed, one.seed_index)
+    order = jax.eval_shape(partial(epoch_order, s), data_key, data, jnp.int32(0))
+    step = largest_array_bytes(
+        lambda c, o, m, d: batch_and_step(s, c, jnp.int32(0), jnp.int32(0), o, data_key, m, d), Trained.start(state), order, one, data
+    )
+    return step, largest_array_bytes(partial(evaluate, s), state.params, data)
+
+
 def make_train(cfg: Config, group: Group) -> Trainer:
-    """Build init and run_chunk for a block of `group`'s models (a leading models axis on every
-    coordinate and state leaf); see the module docstring. Each model's steps, bookkeeping and
-    evaluation are per-model functions vmapped over the block; which models are evaluated
-    directly after an interval is decided for the block (`evaluate_where_needed`)."""
-    task, train = cfg.task, cfg.train
-    module = module_of(task, group.model)
-    step_fn = make_step(cfg, group)
-    shapes = template(module, task.input_shape())
-    steps_per_epoch = cfg.steps_per_epoch
-    n_steps = total_steps(cfg)
-    chunk = chunk_intervals(cfg)
-    logged = jnp.asarray(logged_intervals(cfg), jnp.int32)
-    n_logged = int(logged.shape[0])
-    stop_at, monitor, maximise = train.stop_at, task.monitor, task.goal == "max"
-    nan = jnp.float32(jnp.nan)
-    bound = task.val_bound(group.model, train.eval_batch_size)
-
-    def evaluate(params, data: RunData) -> dict[str, jax.Array]:
-        evals = task.evaluate(module, params, data.task)
-        chex.assert_rank(list(evals.values()), 0)  # one number per metric
-        assert monitor in evals, f"{type(task).__name__}.evaluate gives {sorted(evals)}; its monitor {monitor!r} is not among them"
-        return evals
-
-    def reaches(value: jax.Array) -> jax.Array:
-        """The monitored metric is at the stop threshold."""
-        if stop_at is None:
-            return jnp.bool_(False)
-        return value >= stop_at if maximise else value <= stop_at
-
-    def init_one(coords: Coords, data: RunData, given_params=None) -> ModelState:
-        """One model's state before training; `given_params` (if any) replace the init scheme."""
-        _, _, init_key = model_keys(cfg.seed, coords.seed_index)
-        params = given_params if given_params is not None else init_params(task, group.model, shapes, coords.init_index, init_key)
-        lr0 = optim.learning_rate(group, coords.hp, jnp.int32(0), steps_per_epoch)
-        opt_state = optim.chain(group, coords.hp, lr0).init(params)
-        initial = evaluate(params, data)
-        reached = reaches(initial[monitor])
-        return ModelState(
-            params=params,
-            opt_state=opt_state,
-            first_params=params,
-            best_params=params,
-            best_val=jnp.float32(-jnp.inf if maximise else jnp.inf),
-            best_step=jnp.int32(-1),
-            initial=initial,
-            active=~reached,
-            steps_done=jnp.int32(0),
-            stop_step=jnp.where(reached, 0, -1).astype(jnp.int32),
-            diverged_step=jnp.int32(-1),
-            final={"train_loss": nan, **initial, "lr": lr0},
-            history={name: jnp.full(n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
-        )
-
-    def train_step(
-        carry: Trained, step_in_epoch: jax.Array, epoch: jax.Array, order: Any, data_key: jax.Array, coords: Coords, data: RunData
-    ) -> Trained:
-        """One model's optimiser step (none for a frozen model, or past the last step)."""
-        params, opt_state, active, steps_done, diverged_step, loss_sum = carry
-        step = epoch * steps_per_epoch + step_in_epoch
-        x, y = batch_at(task, group.model, data, order, data_key, step, step_in_epoch, train.batch_size)
-        new_params, new_opt_state, loss = step_fn(params, opt_state, x, y, step, coords)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
-        live = active & (step < n_steps)
-        update = live & finite
-        params, opt_state = _where(update, (new_params, new_opt_state), (params, opt_state))
-        diverged_step = jnp.where(live & ~finite, step, diverged_step)
-        return Trained(
-            params, opt_state, active & (finite | ~live), steps_done + update, diverged_step, loss_sum + jnp.where(update, loss, 0.0)
-        )
-
-    def epoch_order(data_key: jax.Array, data: RunData, epoch: jax.Array) -> Any:
-        return task.epoch_order(data.task, data_key, epoch) if data.batches is None else None
-
-    def train_interval(state: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> Trained:
-        """One model's optimiser steps of an interval."""
-        data_key, _, _ = model_keys(cfg.seed, coords.seed_index)
-
-        def train_epoch(carry: Trained, epoch) -> tuple[Trained, None]:
-            order = epoch_order(data_key, data, epoch)
-            step = lambda c, i: (train_step(c, i, epoch, order, data_key, coords, data), None)  # noqa: E731
-            return scan(step, carry, jnp.arange(steps_per_epoch, dtype=jnp.int32)), None
-
-        epochs = interval * train.eval_every + jnp.arange(train.eval_every, dtype=jnp.int32)
-        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
-        return scan(train_epoch, carry, epochs)
-
-    def log_slot(interval: jax.Array) -> jax.Array:
-        """The interval's column of the history; the scratch column n_logged if it is not logged."""
-        slot = jnp.searchsorted(logged, interval, method="compare_all")  # a fused compare, not a while loop
-        return jnp.where((slot < n_logged) & (logged[jnp.minimum(slot, n_logged - 1)] == interval), slot, n_logged)
-
-    def just_diverged(state: ModelState, trained: Trained) -> jax.Array:
-        return (trained.diverged_step >= 0) & (state.diverged_step < 0)
-
-    def ranked(state: ModelState, trained: Trained) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-        """One model's closed-form monitored metric, whether its direct value is needed (it could
-        decide a stop, or the model just diverged), and the estimate recorded where it is not."""
-        assert bound is not None  # only made for a task with a closed form
-        ranking, margin = bound(trained.params)
-        could_stop = reaches(ranking + margin if maximise else ranking - margin)
-        needed = just_diverged(state, trained) | (trained.active & could_stop)
-        return ranking, needed, {name: ranking if name == monitor else nan for name in state.initial}
-
-    def evaluate_where_needed(states: ModelState, trained: Trained, slot: jax.Array, data: RunData):
-        """The block's metrics after an interval, and each model's ranking value (what "best"
-        compares). Without a closed form: every model evaluated directly. With one: only where a
-        value is logged or needed -- none; a few, gathered into the smallest CANDIDATES buffer
-        that holds them; or every model when more need it -- and the closed form elsewhere.
-        Hundreds of models crossing the threshold thus cost a few models' evaluations per
-        interval, not the whole block's. A model's direct value is the same bits in every case
-        (tests/test_piecewise.py)."""
-        evaluate_all = lambda: jax.vmap(evaluate, (0, None))(trained.params, data)  # noqa: E731
-        if bound is None:
-            evals = evaluate_all()
-            return evals, evals[monitor]
-        ranking, needed, estimate = jax.vmap(ranked)(states, trained)
-        n_models = needed.shape[0]
-        needed = needed | (slot < n_logged)
-
-        def evaluate_few(slots: int) -> dict[str, jax.Array]:
-            index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
-            params = jax.tree.map(lambda p: p[jnp.minimum(index, n_models - 1)], trained.params)
-            values = jax.vmap(evaluate, (0, None))(params, data)
-            return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
-
-        buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
-        branches: list[Callable[[], Any]] = [lambda: estimate, *[partial(evaluate_few, slots) for slots in buffers], evaluate_all]
-        count = jnp.sum(needed)
-        branch = sum((count > size).astype(jnp.int32) for size in [0, *buffers])  # the smallest that holds them all
-        return jax.lax.switch(branch, branches), ranking
-
-    def record(
-        state: ModelState,
-        trained: Trained,
-        evals: dict[str, jax.Array],
-        ranking: jax.Array,
-        interval: jax.Array,
-        slot: jax.Array,
-        coords: Coords,
-    ) -> ModelState:
-        """One model's state after an interval: stop, best parameters, history, final numbers."""
-        params, opt_state, active, steps_done, diverged_step, loss_sum = trained
-        moved = steps_done > state.steps_done  # this interval moved the model
-        diverged_now = just_diverged(state, trained)
-        lr = optim.learning_rate(group, coords.hp, interval * train.eval_every * steps_per_epoch, steps_per_epoch)
-        train_loss = loss_sum / jnp.maximum(steps_done - state.steps_done, 1)
-        values = {"train_loss": train_loss, **evals, "lr": lr}
-        reached = active & reaches(evals[monitor])
-        better = moved & ((ranking > state.best_val) if maximise else (ranking < state.best_val))
-        history = {name: state.history[name].at[slot].set(jnp.where(moved, values[name], nan)) for name in values}
-        final = _where(moved, values, state.final)
-        return ModelState(
-            params=params,
-            opt_state=opt_state,
-            first_params=_where(interval == 0, params, state.first_params),
-            best_params=_where(better, params, state.best_params),
-            best_val=jnp.where(better, ranking, state.best_val),
-            best_step=jnp.where(better, steps_done, state.best_step),
-            initial=state.initial,
-            active=active & ~reached,
-            steps_done=steps_done,
-            stop_step=jnp.where(reached, steps_done, state.stop_step),
-            diverged_step=diverged_step,
-            final={**final, monitor: jnp.where(diverged_now, evals[monitor], final[monitor])},
-            history=history,
-        )
-
-    def run_interval(states: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
-        trained = jax.vmap(train_interval, (0, None, 0, None))(states, interval, coords, data)
-        slot = log_slot(interval)
-        evals, ranking = evaluate_where_needed(states, trained, slot, data)
-        return jax.vmap(record, (0, 0, 0, 0, None, None, 0))(states, trained, evals, ranking, interval, slot, coords)
-
-    def init(coords: Coords, data: RunData, given_params=None) -> ModelState:
-        """The block's states before training."""
-        return jax.vmap(init_one, (0, None, 0))(coords, data, given_params)
-
-    def run_chunk(states: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
-        """`chunk_intervals(cfg)` intervals from `first_interval`; those past the end do nothing."""
-        body = lambda s, k: (run_interval(s, k, coords, data), None)  # noqa: E731
-        return scan(body, states, first_interval + jnp.arange(chunk, dtype=jnp.int32))
-
-    def footprint(coords: Coords, data: RunData) -> tuple[int, int]:
-        """(largest array of one model's optimiser step, of its evaluation), in bytes."""
-        one = jax.tree.map(lambda a: a[0], coords)
-        state = jax.eval_shape(init_one, one, data)
-        carry = Trained(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
-        data_key, _, _ = model_keys(cfg.seed, one.seed_index)
-        order = jax.eval_shape(epoch_order, data_key, data, jnp.int32(0))
-        step = largest_array_bytes(lambda c, o, m, d: train_step(c, jnp.int32(0), jnp.int32(0), o, data_key, m, d), carry, order, one, data)
-        return step, largest_array_bytes(evaluate, state.params, data)
-
-    return Trainer(init, run_chunk, footprint)
+    """init, run_chunk and footprint for a block of `group`'s models (a leading models axis on
+    every coordinate and state leaf); see the module docstring and the functions above."""
+    s = make_setup(cfg, group)
+    return Trainer(partial(init_block, s), partial(run_chunk, s), partial(footprint, s))
 
 
 def chunk_intervals(cfg: Config) -> int:

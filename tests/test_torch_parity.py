@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch missing: pip install torch==2.13.0 (the CPU build) for the parity tests")
 from scipy import stats  # noqa: E402
 
-from jaxfit import config, kernels, optim, sweep, train  # noqa: E402
+from jaxfit import config, kernels, optim, plan, sweep, train  # noqa: E402
 from jaxfit.experiment import template  # noqa: E402
 from jaxfit.experiments import stepfit as stepfit_experiment  # noqa: E402
 from jaxfit.experiments import sumsq as sumsq_experiment  # noqa: E402
@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 
 def coords_of(cfg, group_index=0, model=0) -> train.Coords:
-    c = sweep.expand(cfg)[group_index].coords
+    c = plan.expand(cfg)[group_index].coords
     return train.Coords(jnp.int32(c.seed_index[model]), jnp.int32(c.init_index[model]), {k: jnp.float32(v[model]) for k, v in c.hp.items()})
 
 

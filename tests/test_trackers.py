@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxfit import config, report, run, sweep, trackers
+from jaxfit import config, plan, report, run, sweep, trackers
 from tests.conftest import STEPFIT
 from tests.test_long_runs import assert_same_files
 
@@ -83,7 +83,7 @@ def check_tensorboard(out: Path) -> None:
     cfg = config.load(str(out / "config.toml"))
     history = report.load_history(out / "history.npz")
     steps, arrays = history["step"], {k: v for k, v in history.items() if v.ndim == 2}
-    labels = [label for g in sweep.expand(cfg) for label in g.labels]
+    labels = [label for g in plan.expand(cfg) for label in g.labels]
     assert len(labels) == arrays["val_loss"].shape[0]
     for i, label in enumerate(labels):
         logged = scalars(out / "tensorboard" / trackers.model_path(label))
@@ -128,7 +128,7 @@ def test_wandb_offline_run_per_group_holds_config_and_points(tmp_path):
     assert set(ids) == {"narrow", "wide"}
     history = report.load_history(out / "history.npz")
     steps, val_loss = history["step"], history["val_loss"]
-    labels = [label for g in sweep.expand(config.load(str(out / "config.toml"))) for label in g.labels]
+    labels = [label for g in plan.expand(config.load(str(out / "config.toml"))) for label in g.labels]
     for group, run_id in ids.items():
         records = wandb_records(out, run_id)
         runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]

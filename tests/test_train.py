@@ -7,10 +7,11 @@ import json
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, report, run, sweep
+from jaxfit import config, experiment, plan, report, run, sweep, train
 from tests.conftest import run_small
 
 
@@ -171,13 +172,13 @@ def all_states_equal(a, b) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sumsq", "stepfit"])
 def test_models_run_in_blocks_without_changing_a_number(monkeypatch, name):
-    """A group's models run in blocks (`sweep.models_per_block`): blocks of 2 -- 5 models per
+    """A group's models run in blocks (`plan.models_per_block`): blocks of 2 -- 5 models per
     group, so 3 blocks and a padding model -- give every state leaf of every model bit for bit
     as one block of all of them."""
     overrides = ["sweep.n_seeds=5", *(["model.init=he"] if name == "sumsq" else [])]
     whole = run_small(name, *overrides)
-    monkeypatch.setattr(sweep, "CPU_CACHE_BYTES", 1)
-    assert sweep.models_per_block(10**6, 1, 5, jax.devices("cpu")[0]) == 2
+    monkeypatch.setattr(plan, "CPU_CACHE_BYTES", 1)
+    assert plan.models_per_block(10**6, 1, 5, jax.devices("cpu")[0]) == 2
     all_states_equal(whole, run_small(name, *overrides))
 
 
@@ -190,13 +191,13 @@ class FakeAccelerator:
 
 def test_blocks_are_as_large_as_the_caches_or_the_memory_allow():
     cpu = jax.devices("cpu")[0]
-    assert sweep.models_per_block(512, 32768, 1000, cpu) == 1000  # stepfit: all at once
-    sumsq = sweep.models_per_block(358_400, 7_168_000, 1000, cpu)  # sumsq: [14, 100, 64] floats a step
+    assert plan.models_per_block(512, 32768, 1000, cpu) == 1000  # stepfit: all at once
+    sumsq = plan.models_per_block(358_400, 7_168_000, 1000, cpu)  # sumsq: [14, 100, 64] floats a step
     assert sumsq == 11 and 1000 % sumsq < sumsq and -(-1000 // sumsq) * sumsq - 1000 < -(-1000 // sumsq)  # balanced
     # an 80 GiB accelerator: no cache limit; 5 GiB of evaluation arrays hold 748 sumsq models or 33,548 wide stepfit models
-    assert sweep.models_per_block(358_400, 7_168_000, 1000, FakeAccelerator()) == 500
-    assert sweep.models_per_block(3200, 160_032, 20_000, FakeAccelerator()) == 20_000
-    assert sweep.models_per_block(10**12, 10**12, 3, cpu) == 2  # never fewer than 2 (see sweep.padded)
+    assert plan.models_per_block(358_400, 7_168_000, 1000, FakeAccelerator()) == 500
+    assert plan.models_per_block(3200, 160_032, 20_000, FakeAccelerator()) == 20_000
+    assert plan.models_per_block(10**12, 10**12, 3, cpu) == 2  # never fewer than 2 (see plan.padded)
 
 
 @pytest.mark.slow
@@ -209,6 +210,25 @@ def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
         return sweep.prepare(cfg).chunk_fn.memory_analysis().temp_size_in_bytes
 
     few, many = temp_bytes(10), temp_bytes(200)
-    monkeypatch.setattr(sweep, "CPU_CACHE_BYTES", 1 << 40)
+    monkeypatch.setattr(plan, "CPU_CACHE_BYTES", 1 << 40)
     assert temp_bytes(200) > 10 * few  # what blocks prevent
     assert many < 2 * few
+
+
+def test_the_trainers_parts_are_functions_of_their_setup():
+    """make_train's parts are module-level functions of a Setup: the history slot of an interval
+    (the scratch column past the logged ones), the stop test in either direction, and a step
+    that a non-finite update freezes instead of applying."""
+    cfg = config.load("stepfit", ["train.steps=3000", "sweep.n_seeds=1"])
+    s = train.make_setup(cfg, cfg.groups[0])
+    logged = np.asarray(s.logged)
+    assert [int(train.log_slot(s, jnp.int32(i))) for i in logged[:3]] == [0, 1, 2]
+    unlogged = next(i for i in range(3000) if i not in set(logged.tolist()))
+    assert int(train.log_slot(s, jnp.int32(unlogged))) == s.n_logged
+    assert bool(train.reaches(s, jnp.float32(0.004))) and not bool(train.reaches(s, jnp.float32(0.006)))
+    coords = jax.tree.map(lambda a: a[0], plan.expand(cfg)[0].coords)
+    state = train.init_one(s, coords, train.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size)))
+    x = jnp.full((cfg.train.batch_size, 1), jnp.nan)
+    after = train.train_step(s, train.Trained.start(state), jnp.int32(0), x, x, coords)
+    assert not bool(after.active) and int(after.diverged_step) == 0 and int(after.steps_done) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(state.params)))

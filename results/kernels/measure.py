@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxfit import config, experiment, kernels, sweep
+from jaxfit import config, experiment, kernels, plan, sweep
 from jaxfit.experiments import stepfit
 
 
@@ -135,7 +135,7 @@ class Timed:
         self.states = p.init_fn(p.coords, p.given, p.data)
         self.per_chunk = max(1, (cfg.execution.chunk_epochs or 1) // cfg.train.eval_every)
         self.steps = self.per_chunk * cfg.steps_per_epoch * cfg.train.eval_every
-        self.n_models = sweep.count_models(cfg)
+        self.n_models = plan.count_models(cfg)
         self.interval = 0
         self.call()  # warm-up
 
