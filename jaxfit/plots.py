@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure  # figures drawn straight to PNG: no pyplot, no backend switched
 
 from jaxfit import analysis, rundir
-from jaxfit.config import Config
+from jaxfit.runfiles import RunView
 
 COLUMNS = 4  # panels a row
 MAX_PANELS = 64  # per-cell figures draw at most this many cells; cells.png summarises every cell
@@ -110,7 +110,7 @@ def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: boo
     save(fig, out, "loss_curves.png")
 
 
-def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
+def reached_by_step(out: Path, view: RunView, summary: dict) -> None:
     """reached_by_step.png: per cell, the fraction of its models that have reached train.stop_at
     by step t, with a Wilson 95 % band; the other cells' curves faint behind it."""
     models, cells = summary["models"], sets(summary)
@@ -123,7 +123,7 @@ def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
         3.0,
         sharex=True,
         sharey=True,
-        title=f"fraction of models with {cfg.task.monitor} {'>=' if cfg.task.goal == 'max' else '<='} {cfg.train.stop_at:g} "
+        title=f"fraction of models with {view.monitor} {'>=' if view.goal == 'max' else '<='} {view.stop_at:g} "
         f"by step t, with its Wilson 95 % band" + ("; grey: the other cells" if 1 < len(cells) <= 16 else ""),
     )
     for ax, (label, (share, low, high)) in zip(axes, curves.items()):
@@ -142,11 +142,11 @@ def reached_by_step(out: Path, cfg: Config, summary: dict) -> None:
     save(fig, out, "reached_by_step.png")
 
 
-def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
+def cells_summary(out: Path, view: RunView, summary: dict) -> None:
     """cells.png: every cell in one figure, one row each: success with its Wilson 95 % interval
     (with a threshold) and the final monitored metric's median and 25-75 % over seeds."""
     models, cells = summary["models"], sets(summary)
-    monitor, threshold = cfg.task.monitor, cfg.train.stop_at is not None
+    monitor, threshold = view.monitor, view.stop_at is not None
     labels = list(cells)
     y = np.arange(len(labels))[::-1]
     fig = Figure(figsize=(11 if threshold else 6.5, 1.2 + 0.22 * len(labels)))
@@ -161,7 +161,7 @@ def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
             low, high = analysis.wilson_interval(k, len(index))
             ax.plot([low, high], [row, row], color="C0", lw=2, alpha=0.5)
             ax.plot(k / len(index), row, "o", color="C0", ms=4)
-        ax.set(xlim=(-0.02, 1.02), xlabel=f"reached {cfg.train.stop_at:g} (Wilson 95 %)")
+        ax.set(xlim=(-0.02, 1.02), xlabel=f"reached {view.stop_at:g} (Wilson 95 %)")
         ax.grid(alpha=0.3)
     ax = axes[0]
     with warnings.catch_warnings():
@@ -180,13 +180,12 @@ def cells_summary(out: Path, cfg: Config, summary: dict) -> None:
     save(fig, out, "cells.png")
 
 
-def draw_all(out: Path, cfg: Config, summary: dict, history: dict, params) -> None:
-    """Every plot of a run: the loss curves (per epoch where an epoch is several steps, else per
-    step on a log axis), the experiment's own (`Task.plots`), every cell at a glance (cells.png)
-    and, with a threshold, the fraction reached by step t (reached_by_step.png)."""
-    per_epoch = cfg.steps_per_epoch > 1
+def draw_engine(out: Path, view: RunView, summary: dict, history: dict) -> None:
+    """The engine's figures of a run: the loss curves (per epoch where an epoch is several
+    steps, else per step on a log axis), every cell at a glance (cells.png) and, with a
+    threshold, the fraction reached by step t (reached_by_step.png)."""
+    per_epoch = view.steps_per_epoch > 1
     loss_curves(out, summary, history, "epoch" if per_epoch else "step", log_x=not per_epoch)
-    cfg.task.plots(out, cfg, summary, history, params)
-    cells_summary(out, cfg, summary)
-    if cfg.train.stop_at is not None:
-        reached_by_step(out, cfg, summary)
+    cells_summary(out, view, summary)
+    if view.stop_at is not None:
+        reached_by_step(out, view, summary)

@@ -25,264 +25,57 @@ Files (each written atomically: temp file + rename):
   (Flax layout, kernel = PyTorch weight transposed); `first` is after the first interval.
 - `summary.md` (the printed table) and the PNG plots (the experiment's `plots`).
 
-`python -m jaxfit.report DIR` redraws summary.md and the plots from these files alone;
+`python -m jaxfit.report DIR` redraws summary.md and the engine's figures from these files alone
+(no jax is imported; the experiment's own figures: `outputs.redraw`);
 `python -m jaxfit.report DIR1 DIR2 ... [--out CMP]` compares runs in one table and one figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import traverse_util
 
-from jaxfit import analysis, plots, rundir, sweep, train
-from jaxfit import config as config_lib
-from jaxfit.analysis import clusters, coordinate_columns, model_sets, set_indices, wilson_interval  # noqa: F401 -- report.clusters etc. for callers
+from jaxfit import analysis, plots, rundir
+from jaxfit.analysis import clusters, coordinate_columns, model_sets, set_indices, wilson_interval  # noqa: F401 -- report.clusters etc.
 from jaxfit.rundir import atomic_write  # noqa: F401 -- also report.atomic_write, for callers that write a run's files
+from jaxfit.runfiles import (  # noqa: F401 -- the readers, also as report.load_history etc.
+    INLINE_MODELS,
+    MODELS_FILE,
+    RunFileError,
+    RunView,
+    load_history,
+    load_params,
+    pack_history,
+    read_files,
+    read_summary,
+    write_summary,
+)
 
 
-def _number(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def model_entries(cfg: config_lib.Config, result: sweep.Result) -> list[dict]:
-    """One summary entry per model: where it sits, then its numbers (see the module docstring)."""
-    monitor = cfg.task.monitor
-    entries = []
-    for group, state in zip(result.groups, result.states):
-        for i, label in enumerate(group.labels):
-            initial = {f"{k}_init": _number(v[i]) for k, v in state.initial.items()}
-            final = {f"{k}_final": _number(v[i]) for k, v in state.final.items()}
-            best_step = int(state.best_step[i])
-            entry = {**label, **initial, **final}
-            if "val_loss" in state.initial:  # the seeds' names for it: lossInit, lossFinl
-                entry.update(loss_init=entry["val_loss_init"], loss_final=entry["val_loss_final"])
-            entry.update(
-                {
-                    f"{monitor}_best": _number(state.best_val[i]),
-                    "best_step": best_step if best_step >= 0 else None,
-                    "best_epoch": best_step // cfg.steps_per_epoch if best_step >= 0 else None,
-                    "steps": int(state.steps_done[i]),
-                    "reached": bool(state.stop_step[i] >= 0),
-                    "stop_step": int(state.stop_step[i]) if state.stop_step[i] >= 0 else None,
-                    "diverged": bool(state.diverged_step[i] >= 0),
-                    "diverged_step": int(state.diverged_step[i]) if state.diverged_step[i] >= 0 else None,
-                }
-            )
-            entries.append(entry)
-    return entries
-
-
-def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
-    import flax
-    import jax
-    import optax
-
-    device = jax.devices()[0]
-    return {
-        "name": cfg.name,
-        "jax_version": jax.__version__,
-        "flax_version": flax.__version__,
-        "optax_version": optax.__version__,
-        "platform": device.platform,
-        "device": getattr(device, "device_kind", str(device)),
-        "n_devices": jax.device_count(),
-        "n_models": sum(g.n_models for g in result.groups),
-        "steps": train.total_steps(cfg),
-        "steps_per_epoch": cfg.steps_per_epoch,
-        **{k: _number(v) for k, v in result.timing.items()},
-    }
-
-
-def history_arrays(cfg: config_lib.Config, result: sweep.Result) -> dict[str, np.ndarray]:
-    steps = train.interval_end_steps(cfg, result.logged)
-    arrays = {"step": steps, "epoch": steps / cfg.steps_per_epoch}
-    for name in result.states[0].history:
-        arrays[name] = np.concatenate([np.asarray(s.history[name])[:, :-1] for s in result.states])
-    for name in result.states[0].initial:
-        arrays[f"{name}_init"] = np.concatenate([np.asarray(s.initial[name]) for s in result.states])
-    return arrays
-
-
-PER_SET = "@set"  # history.npz: a metric stored once per seed set
-
-
-def pack_history(arrays: dict[str, np.ndarray], set_index: np.ndarray) -> dict[str, np.ndarray]:
-    """history.npz's arrays with each [models, points] metric that is the same for every model of
-    a seed set (where the model had not stopped, i.e. where train_loss is finite) stored once per
-    set, only where expanding it gives back the same bits."""
-    out, active = dict(arrays), np.isfinite(arrays["train_loss"])
-    for name, values in arrays.items():
-        if name == "train_loss" or values.ndim != 2:
-            continue
-        per_set = np.full((int(set_index.max()) + 1, values.shape[1]), np.nan, values.dtype)
-        for s in range(per_set.shape[0]):  # each point's value from any model of the set that logged it
-            rows = values[set_index == s]
-            finite = np.isfinite(rows)
-            first = np.argmax(finite, axis=0)
-            per_set[s] = np.where(finite.any(axis=0), rows[first, np.arange(rows.shape[1])], np.nan)
-        if np.array_equal(np.where(active, per_set[set_index], np.nan), values, equal_nan=True):
-            del out[name]
-            out[name + PER_SET] = per_set
-            out["set_index"] = set_index.astype(np.int32)
-    return out
-
-
-def load_history(path: Path | str) -> dict[str, np.ndarray]:
-    """Every array of a history.npz, per-set metrics expanded to [models, points] (files written
-    before they were packed read the same)."""
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    set_index = arrays.pop("set_index", None)
-    for name in [k for k in arrays if k.endswith(PER_SET)]:
-        per_set = arrays.pop(name)
-        arrays[name[: -len(PER_SET)]] = np.where(np.isfinite(arrays["train_loss"]), per_set[set_index], np.nan).astype(per_set.dtype)
-    return arrays
-
-
-MODELS_FILE = "models.json.gz"  # a run of over INLINE_MODELS models keeps its model entries here
-INLINE_MODELS = 1000
-
-
-def write_json(path: Path, data: dict) -> None:
-    """JSON, indented for a reader."""
-    atomic_write(path, lambda f: json.dump(data, f, indent=1))
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    """summary.json; past INLINE_MODELS models its entries go to models.json.gz (compact, gzip:
-    10,000 models in ~0.6 MB instead of 4 MB of text) and summary.json names that file."""
-    models = summary["models"]
-    if len(models) <= INLINE_MODELS:
-        write_json(out / "summary.json", summary)
-        return
-    text = json.dumps(models, separators=(",", ":")).encode()
-    atomic_write(out / MODELS_FILE, lambda f: f.write(gzip.compress(text, mtime=0)), binary=True)
-    write_json(out / "summary.json", {**summary, "models": MODELS_FILE})
-
-
-def read_summary(folder: Path) -> dict:
-    """summary.json with its model entries, wherever they are kept."""
-    summary = json.loads((folder / "summary.json").read_text())
-    if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
-        summary["models"] = json.loads(gzip.decompress((folder / MODELS_FILE).read_bytes()))
-    return summary
-
-
-def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
-    out = {}
-    for group, state in zip(result.groups, result.states):
-        for kind in ("last", "best", "first"):
-            tree = {"last": state.params, "best": state.best_params, "first": state.first_params}[kind]
-            for path, value in traverse_util.flatten_dict(tree).items():
-                out["/".join((group.group.name, kind, *path))] = np.asarray(value)
-    return out
-
-
-def load_params(arrays: Any, group: str, kind: str) -> dict:
-    """The parameter tree of every model of `group` ([models, ...] leaves) from params.npz."""
-    prefix = f"{group}/{kind}/"
-    flat = {tuple(k[len(prefix) :].split("/")): np.asarray(arrays[k]) for k in arrays.keys() if k.startswith(prefix)}
-    return traverse_util.unflatten_dict(flat)
-
-
-def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> str:
-    """Write every file of a run into `out`; return the summary table."""
-    out = Path(out)
-    models = model_entries(cfg, result)
-    summary = {"run": run_info(cfg, result), "models": models, "analysis": analyse(cfg, models)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
-    write_summary(out, summary)
-    history = pack_history(history_arrays(cfg, result), set_indices(models))
-    atomic_write(out / "history.npz", lambda f: np.savez_compressed(f, **history), binary=True)  # type: ignore[arg-type]  # numpy's stub
-    atomic_write(out / "params.npz", lambda f: np.savez_compressed(f, **params_arrays(result)), binary=True)  # type: ignore[arg-type]
-    return redraw(out)
-
-
-class RunFileError(Exception):
-    """A run folder whose files cannot be read as a finished jaxfit run (one line, exit 2)."""
-
-
-RUN_FILES = ("config.toml", "summary.json", "history.npz", "params.npz")
-
-
-def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A finished run's config, summary, history and parameters, every file read whole and
-    checked; RunFileError names the first file that is missing, damaged or not a run's."""
-    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
-    if missing:
-        raise RunFileError(f"{folder}: not a finished jaxfit run (no {', '.join(missing)})")
-
-    def damaged(name: str, error: BaseException) -> RunFileError:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        return RunFileError(f"{folder / name}: damaged or not a jaxfit run's ({type(error).__name__}: {first})")
-
-    try:
-        cfg = config_lib.load(str(folder / "config.toml"))
-    except Exception as error:  # noqa: BLE001 -- a ConfigError, an experiment that no longer imports
-        raise damaged("config.toml", error) from None
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except Exception as error:  # noqa: BLE001 -- not JSON
-        raise damaged("summary.json", error) from None
-    if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
-        try:
-            summary["models"] = read_summary(folder)["models"]
-        except Exception as error:  # noqa: BLE001 -- missing, cut short, not gzip or not JSON
-            raise damaged(MODELS_FILE, error) from None
-    try:
-        models = summary["models"]
-        if not isinstance(summary["run"], dict) or not models or not all(isinstance(m, dict) and "group" in m for m in models):
-            raise ValueError("expected {'run': {...}, 'models': [{'group': ...}, ...]}")
-    except Exception as error:  # noqa: BLE001 -- not a summary
-        raise damaged("summary.json", error) from None
-    arrays = {}
-    for name in ("history.npz", "params.npz"):
-        try:
-            if name == "history.npz":
-                arrays[name] = load_history(folder / name)  # every array read now: a truncated file fails here
-            else:
-                with np.load(folder / name) as npz:
-                    arrays[name] = {k: npz[k] for k in npz.files}
-        except Exception as error:  # noqa: BLE001 -- truncated (BadZipFile, EOFError), not an npz (ValueError)
-            raise damaged(name, error) from None
-    history = arrays["history.npz"]
-    wrong = [k for k, v in history.items() if v.ndim == 2 and v.shape[0] != len(models)]
-    if "step" not in history or wrong:
-        raise damaged("history.npz", ValueError(f"no 'step' array, or arrays of another run ({', '.join(wrong[:3])})"))
-    return cfg, summary, history, arrays["params.npz"]
-
-
-def analyse(cfg: config_lib.Config, models: list[dict]) -> dict:
-    """The run's paired analysis (analysis.analyse) from its config and summary entries."""
-    groups = config_lib.to_dict(cfg)["groups"]
-    return analysis.analyse(models, groups, cfg.task.monitor, cfg.train.stop_at, train.total_steps(cfg))
+def analyse(view: RunView, models: list[dict]) -> dict:
+    """The run's paired analysis (analysis.analyse) from what its files say and its entries."""
+    return analysis.analyse(models, view.groups, view.monitor, view.stop_at, view.steps)
 
 
 def redraw(out: Path) -> str:
-    """summary.md and plots from the files of a finished run (all read and checked first); the
-    analysis is computed again (runs written before it existed get it too)."""
-    cfg, summary, history, params = read_run(out)
-    fresh = analyse(cfg, summary["models"])
+    """summary.md and the engine's figures (loss curves, cells, reached by step) from the files
+    of a finished run alone, all read and checked first; the analysis is computed again (runs
+    written before it existed get it too). The experiment's own figures: outputs.redraw."""
+    cfg, summary, history, _ = read_files(out)
+    view = RunView.of(cfg, summary["run"], summary["models"])
+    fresh = analyse(view, summary["models"])
     changed = summary.get("analysis") != fresh
     summary["analysis"] = fresh
-    text = summary_markdown(cfg, summary)  # before anything is written: a summary that is not a run's fails here
+    text = summary_markdown(view, summary)  # before anything is written: a summary that is not a run's fails here
     if changed:
         write_summary(out, summary)
     atomic_write(out / "summary.md", lambda f: f.write(text))
-    plots.draw_all(out, cfg, summary, history, params)
+    plots.draw_engine(out, view, summary, history)
     return text
 
 
@@ -329,12 +122,12 @@ def set_rows(models: list[dict], metrics: list[str], stop_at: float | None, moni
     return rows
 
 
-def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
+def summary_markdown(view: RunView, summary: dict) -> str:
     """Per-set table (success rates with Wilson 95% intervals where there is a stop threshold)
     and the per-model table."""
     models, run = summary["models"], summary["run"]
     coords = coordinate_columns(models)
-    stop_at, monitor = cfg.train.stop_at, cfg.task.monitor
+    stop_at, monitor = view.stop_at, view.monitor
     evals = [k[: -len("_final")] for k in models[0] if k.endswith("_final") and k not in ("train_loss_final", "lr_final", "loss_final")]
     if stop_at is not None:
         metrics = [f"{monitor}_init", f"{monitor}_final", "steps", "reached", "train_loss_final", "lr_final"]
@@ -355,14 +148,14 @@ def summary_markdown(cfg: config_lib.Config, summary: dict) -> str:
     rows = set_rows(models, medians, stop_at, monitor)
     title = "## Per group (models that differ only in seed)"
     if stop_at is not None:
-        sign = ">=" if cfg.task.goal == "max" else "<="
+        sign = ">=" if view.goal == "max" else "<="
         title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
     per_model = "## Every model\n\n" + (
         markdown_table(models, coords + metrics)
         if len(models) <= MAX_MODEL_ROWS
         else f"{len(models):,} models: every model's numbers are in summary.json."
     )
-    answer = analysis_markdown(summary.get("analysis") or analyse(cfg, models), stop_at is not None, monitor)
+    answer = analysis_markdown(summary.get("analysis") or analyse(view, models), stop_at is not None, monitor)
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", *answer, per_model, ""])
 
 
@@ -458,11 +251,12 @@ def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
     rows, cells = [], []
     names = _run_names(dirs)
     for name, folder in zip(names, dirs):
-        cfg, summary, history, _ = read_run(folder)
+        cfg, summary, history, _ = read_files(folder)
         models = summary["models"]
-        monitor, coords = cfg.task.monitor, coordinate_columns(models)
+        view = RunView.of(cfg, summary["run"], models)
+        monitor, coords = view.monitor, coordinate_columns(models)
         x, values = history["step"], history[monitor]
-        for row, index in zip(set_rows(models, [f"{monitor}_final"], cfg.train.stop_at, monitor), model_sets(models).values()):
+        for row, index in zip(set_rows(models, [f"{monitor}_final"], view.stop_at, monitor), model_sets(models).values()):
             rows.append({"run": name, **row})
             label = " ".join([name, *(str(v) for k, v in row.items() if k in coords)])
             cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})

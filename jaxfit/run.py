@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jaxfit import checkpoints, distributed, plan, report, rundir, sweep, trackers
+from jaxfit import checkpoints, distributed, outputs, plan, report, rundir, sweep, trackers
 from jaxfit import config as config_lib
 from jaxfit.experiment import ExperimentError, code_of
 from jaxfit.signals import StopRequest
@@ -281,7 +281,7 @@ def _train(
         if not primary:
             return 0
         stop.finishing = True  # from here a signal waits for the files: the run is complete
-        text = report.write_run(work, cfg, result)
+        text = outputs.write_run(work, cfg, result)
         if live is not None:
             live.finish(work)
     rundir.write_marker(work, started_config(cfg), finished=True, code=code)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxfit import report
+from jaxfit import outputs, report
 
 ROOT = Path(__file__).resolve().parent
 
@@ -36,7 +36,7 @@ def repack(folder: Path) -> None:
     with np.load(folder / "params.npz") as params:
         kept = {k: params[k] for k in params.files}
     report.atomic_write(folder / "params.npz", lambda f: np.savez_compressed(f, **kept), binary=True)
-    report.redraw(folder)  # the analysis into summary.json, then summary.md and the plots
+    outputs.redraw(folder)  # the analysis into summary.json, then summary.md and the plots
     after = arrays(folder)
     assert before.keys() == after.keys(), folder
     for key in before:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, report, run, sweep
+from jaxfit import config, outputs, report, run, sweep
 from jaxfit.experiment import ExperimentError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +37,13 @@ ENGINE = [
     "inits",
     "kernels",
     "optim",
+    "outputs",
     "plan",
     "plots",
     "report",
     "run",
     "rundir",
+    "runfiles",
     "signals",
     "sweep",
     "trackers",
@@ -117,10 +119,8 @@ def test_an_outside_experiment_runs_from_python():
     del raw["experiment"]  # already imported
     cfg = config.from_dict(config.apply_overrides(raw, SMALL_SPIRALS), "spirals")
     result = sweep.run(cfg, quiet=True)
-    from jaxfit import report
-
-    summary = {"models": report.model_entries(cfg, result)}
-    check_spirals(summary, report.history_arrays(cfg, result), 0.9)
+    summary = {"models": outputs.model_entries(cfg, result)}
+    check_spirals(summary, outputs.history_arrays(cfg, result), 0.9)
     again = config.load(str(SPIRALS), SMALL_SPIRALS)  # the same module, not a second copy of it
     assert type(again.task) is type(cfg.task)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxfit import report, run, rundir, sweep
+from jaxfit import outputs, report, run, rundir, sweep
 from tests.conftest import STEPFIT, SUMSQ
 from tests.test_long_runs import assert_same_files
 
@@ -145,7 +145,7 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_finished(tmp_path
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report, "write_run", full_disk)  # the new run fails as it writes its files
+    monkeypatch.setattr(outputs, "write_run", full_disk)  # the new run fails as it writes its files
     assert run.main([*STEPFIT, "--set", "sweep.n_seeds=2", "--out", str(out), "--overwrite"]) == 2
     one_line_error(capsys, "No space left on device")
     assert {k: v for k, v in files_of(out).items() if not k.startswith(rundir.STAGING)} == before
@@ -319,7 +319,9 @@ def test_reports_handle_diverged_and_never_trained_models(tmp_path, capsys, args
     assert len(pngs) >= 3
     for png in out.glob("*.png"):
         png.unlink()
-    assert report.main([str(out)]) == 0  # redraws from the files alone
+    assert report.main([str(out)]) == 0  # the engine's figures, from the files alone
+    assert {"cells.png", "loss_curves.png"} <= {p.name for p in out.glob("*.png")} < set(pngs)
+    assert outputs.redraw(out) == (out / "summary.md").read_text()  # and the experiment's own
     assert sorted(p.name for p in out.glob("*.png")) == pngs
     if any(m["diverged"] for m in summary["models"]):
         assert "diverged_step" in printed and np.isnan(report.load_history(out / "history.npz")["val_loss"]).any()

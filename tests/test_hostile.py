@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxfit import report, run, rundir, trackers
+from jaxfit import outputs, report, run, rundir, trackers
 from tests.conftest import STEPFIT
 from tests.test_hardening import files_of, one_line_error
 from tests.test_long_runs import assert_same_files
@@ -300,13 +300,13 @@ def test_sighup_is_a_stop_request_like_sigterm(tmp_path, stepfit_run):
 @pytest.mark.slow
 @pytest.mark.fault
 def test_a_signal_while_the_files_are_written_says_so_and_the_run_is_complete(tmp_path, capsys, monkeypatch, stepfit_run):
-    write_run = report.write_run
+    write_run = outputs.write_run
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return write_run(*args, **kwargs)
 
-    monkeypatch.setattr(report, "write_run", interrupted)
+    monkeypatch.setattr(outputs, "write_run", interrupted)
     out = tmp_path / "run"
     assert run.main([*STEPFIT, "--out", str(out)]) == 0
     err = capsys.readouterr().err

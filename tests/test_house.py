@@ -82,3 +82,21 @@ def test_the_checker_sees_a_cycle_and_a_hidden_import(tmp_path, monkeypatch):
     graph = {name: {t for t, _ in jaxfit_imports(path) if t != name} for name, path in modules.items()}
     with pytest.raises(graphlib.CycleError):
         graphlib.TopologicalSorter(graph).prepare()
+
+
+@pytest.mark.slow
+def test_the_report_of_a_run_folder_imports_no_jax(tmp_path, stepfit_run):
+    """`python -m jaxfit.report DIR` redraws from the files alone: jax, flax, optax and orbax
+    are never imported (`python -X importtime` lists every module imported)."""
+    import shutil
+    import subprocess
+
+    out = tmp_path / "run"
+    shutil.copytree(stepfit_run, out)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "jaxfit.report", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"jaxfit.runfiles", "jaxfit.plots", "matplotlib"} <= imported  # the listing is whole (report runs as __main__)
+    heavy = sorted(m for m in imported if m.split(".")[0] in {"jax", "jaxlib", "flax", "optax", "orbax"})
+    assert not heavy, heavy
+    assert "# stepfit" in (out / "summary.md").read_text()

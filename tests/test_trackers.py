@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxfit import config, plan, report, run, sweep, trackers
+from jaxfit import config, outputs, plan, report, run, sweep, trackers
 from tests.conftest import STEPFIT
 from tests.test_long_runs import assert_same_files
 
@@ -198,7 +198,7 @@ def test_from_python(tmp_path):
     out = tmp_path / "notebook"
     with trackers.Trackers(cfg, out) as live:
         result = sweep.run(cfg, quiet=True, on_chunk=live.on_chunk)
-        report.write_run(out, cfg, result)
+        outputs.write_run(out, cfg, result)
         live.finish(out)
     check_tensorboard(out)
 

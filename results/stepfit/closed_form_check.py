@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxfit import config, report, sweep
+from jaxfit import config, outputs, report, sweep
 from jaxfit.experiments import stepfit
 
 ROOT = Path(__file__).resolve().parent
@@ -50,10 +50,10 @@ def main(run_dir: Path) -> int:
     start = time.perf_counter()
     result = sweep.run(cfg, quiet=True)
     seconds = time.perf_counter() - start
-    with_direct = report.model_entries(cfg, result)
-    direct_history = report.history_arrays(cfg, result)
+    with_direct = outputs.model_entries(cfg, result)
+    direct_history = outputs.history_arrays(cfg, result)
     committed_params = np.load(run_dir / "params.npz")
-    direct_params = report.params_arrays(result)
+    direct_params = outputs.params_arrays(result)
 
     differing = [
         {"model": i, "key": key, "closed_form": a[key], "direct": b[key]}

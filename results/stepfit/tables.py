@@ -77,7 +77,7 @@ def initial(folder: str, group: str, seeds: np.ndarray) -> dict:
     again as the engine drew them, from the run seed and each model's seed index."""
     import jax
 
-    from jaxfit import config, train
+    from jaxfit import train
     from jaxfit.experiment import template
 
     cfg = config.load(str(ROOT / folder / "config.toml"))
@@ -199,7 +199,7 @@ def verdict() -> None:
     other two held at each of their four combinations), then all 400 pairs pooled."""
     folder = ROOT / "factorial"
     summary = report.read_summary(folder)
-    result = summary.get("analysis") or report.analyse(config.load(str(folder / "config.toml")), summary["models"])
+    result = summary["analysis"]
     by_cells = {(c["factor"], tuple(sorted((k, str(v)) for k, v in c["held"].items()))): c for c in result["comparisons"]}
     pooled = {f["factor"]: f for f in result["factors"]}
     print("| factor: A vs B | held fixed | success A | success B | only A | only B | McNemar p |")

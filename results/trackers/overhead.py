@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxfit import config, report, sweep, trackers
+from jaxfit import config, outputs, sweep, trackers
 
 ROOT = Path(__file__).resolve().parent
 VARIANTS = {"none": (), "tensorboard": ("tensorboard",), "wandb": ("wandb",), "both": ("tensorboard", "wandb")}
@@ -50,7 +50,7 @@ def main() -> None:
                     live = trackers.Trackers(cfg, folder)
                     opening = time.perf_counter() - opened
                     result = sweep.train_prepared(prepared, quiet=True, on_chunk=live.on_chunk)
-                    report.write_run(folder, cfg, result)  # the run's own files: written with or without trackers
+                    outputs.write_run(folder, cfg, result)  # the run's own files: written with or without trackers
                     finished = time.perf_counter()
                     live.finish(folder)
                     elapsed = opening + result.timing["run_s"] + time.perf_counter() - finished
