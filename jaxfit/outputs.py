@@ -19,7 +19,7 @@ from jaxfit import config as config_lib
 from jaxfit import report, sweep, train
 from jaxfit.analysis import set_indices
 from jaxfit.rundir import atomic_write
-from jaxfit.runfiles import RunFileError, pack_history, read_files, write_summary
+from jaxfit.runfiles import damaged_file, pack_history, read_files, write_summary
 
 
 def _number(value: Any) -> Any:
@@ -111,24 +111,28 @@ def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> 
     return redraw(out)
 
 
+def load_config(folder: Path) -> config_lib.Config:
+    """A finished run's config.toml loaded (its experiment imported); RunFileError if it cannot be."""
+    try:
+        return config_lib.load(str(folder / "config.toml"))
+    except Exception as error:  # noqa: BLE001 -- a ConfigError, an experiment that no longer imports
+        raise damaged_file(folder / "config.toml", error) from None
+
+
 def read_run(folder: Path) -> tuple[config_lib.Config, dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A finished run's config (loaded: its experiment imported), summary, history and
     parameters, every file read whole and checked (RunFileError names the first bad one)."""
     folder = Path(folder)
     _, summary, history, params = read_files(folder)
-    try:
-        cfg = config_lib.load(str(folder / "config.toml"))
-    except Exception as error:  # noqa: BLE001 -- a ConfigError, an experiment that no longer imports
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise RunFileError(f"{folder / 'config.toml'}: damaged or not a jaxfit run's ({type(error).__name__}: {first})") from None
-    return cfg, summary, history, params
+    return load_config(folder), summary, history, params
 
 
 def redraw(out: Path) -> str:
-    """summary.md and every figure of a finished run from its files: the tables and the
-    engine's figures (report.redraw), then the experiment's own (`Task.plots`)."""
+    """summary.md and every figure of a finished run from its files, each read once: the tables
+    and the engine's figures (report.redraw_from), then the experiment's own (`Task.plots`)."""
     out = Path(out)
-    cfg, summary, history, params = read_run(out)
-    text = report.redraw(out)
+    written, summary, history, params = read_files(out)
+    cfg = load_config(out)  # before anything is drawn: an experiment that no longer loads changes nothing
+    text = report.redraw_from(out, written, summary, history)
     cfg.task.plots(out, cfg, summary, history, params)
     return text

@@ -67,6 +67,12 @@ def redraw(out: Path) -> str:
     of a finished run alone, all read and checked first; the analysis is computed again (runs
     written before it existed get it too). The experiment's own figures: outputs.redraw."""
     cfg, summary, history, _ = read_files(out)
+    return redraw_from(out, cfg, summary, history)
+
+
+def redraw_from(out: Path, cfg: dict, summary: dict, history: dict) -> str:
+    """`redraw` from the run's files already read (`read_files`: config.toml's dict, the
+    summary, the history); `summary` gets the fresh analysis."""
     view = RunView.of(cfg, summary["run"], summary["models"])
     fresh = analyse(view, summary["models"])
     changed = summary.get("analysis") != fresh

@@ -72,11 +72,15 @@ def write_summary(out: Path, summary: dict) -> None:
     write_json(out / "summary.json", {**summary, "models": MODELS_FILE})
 
 
+def _models_file(folder: Path) -> list[dict]:
+    return json.loads(gzip.decompress((folder / MODELS_FILE).read_bytes()))
+
+
 def read_summary(folder: Path) -> dict:
     """summary.json with its model entries, wherever they are kept."""
     summary = json.loads((folder / "summary.json").read_text())
     if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
-        summary["models"] = json.loads(gzip.decompress((folder / MODELS_FILE).read_bytes()))
+        summary["models"] = _models_file(folder)
     return summary
 
 
@@ -97,6 +101,12 @@ class RunFileError(Exception):
     """A run folder whose files cannot be read as a finished jaxfit run (one line, exit 2)."""
 
 
+def damaged_file(path: Path, error: BaseException) -> RunFileError:
+    """The one-line error for a run file that is damaged or not a run's, with the error's first line."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return RunFileError(f"{path}: damaged or not a jaxfit run's ({type(error).__name__}: {first})")
+
+
 RUN_FILES = ("config.toml", "summary.json", "history.npz", "params.npz")
 
 
@@ -109,8 +119,7 @@ def read_files(folder: Path) -> tuple[dict, dict, dict[str, np.ndarray], dict[st
         raise RunFileError(f"{folder}: not a finished jaxfit run (no {', '.join(missing)})")
 
     def damaged(name: str, error: BaseException) -> RunFileError:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        return RunFileError(f"{folder / name}: damaged or not a jaxfit run's ({type(error).__name__}: {first})")
+        return damaged_file(folder / name, error)
 
     try:
         cfg = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8-sig"))
@@ -124,7 +133,7 @@ def read_files(folder: Path) -> tuple[dict, dict, dict[str, np.ndarray], dict[st
         raise damaged("summary.json", error) from None
     if isinstance(summary, dict) and summary.get("models") == MODELS_FILE:
         try:
-            summary["models"] = read_summary(folder)["models"]
+            summary["models"] = _models_file(folder)
         except Exception as error:  # noqa: BLE001 -- missing, cut short, not gzip or not JSON
             raise damaged(MODELS_FILE, error) from None
     try:
