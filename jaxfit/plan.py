@@ -155,3 +155,38 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
 
     out = jax.lax.map(lambda blocks: fn(blocks, *shared), jax.tree.map(split, per_model))
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
+
+
+YNN_MIN_ELEMENTS = 4096  # XLA on a CPU hands an operation this large to YNNPACK (xla/backends/cpu/ynn_support.cc)
+
+
+def same_sums(block: int, other: int, sums: list[tuple[int, int]]) -> bool:
+    """Whether blocks of `block` and `other` models round every sum alike on a CPU. XLA sums an
+    array of at least YNN_MIN_ELEMENTS elements through YNNPACK and a smaller one itself, in
+    another order (the last bits differ), so a model's sums depend on its block's size where a
+    sum crosses that size between the two. `sums`: (elements per model, elements shared) of each
+    sum (`Trainer.sums`). Every other operation was measured to give the same bits both ways."""
+    return all((block * e + c >= YNN_MIN_ELEMENTS) == (other * e + c >= YNN_MIN_ELEMENTS) for e, c in sums)
+
+
+def bucket(active: int, per_device: int) -> int:
+    """How many models per device a chunk runs for `active` still-training models of a device
+    holding `per_device` (compaction): the smallest of 2, 3 and m * 2**k (m = 4..7) that holds
+    them -- sizes at most 25 % apart, so that a run compiles a handful of programs, not one per
+    count -- or `per_device` (all of them) when that is no larger; 0 when none is active."""
+    if active == 0:
+        return 0
+    size = 2
+    while size < active:
+        size = size + 1 if size < 4 else size + 2 ** (size.bit_length() - 3)  # 4 5 6 7 8 10 12 14 16 20 ...
+    return min(size, per_device)
+
+
+def on_picked(fn: Callable, block: int, pick: jax.Array, per_model: Any, *shared: Any) -> Any:
+    """`in_blocks(fn, block, per_model[pick], *shared)` written back into rows `pick` of
+    `per_model`'s first element (a model state, returned whole): only the picked models run.
+    Indices past the end are padding: they run a copy of the last model, and are dropped."""
+    n = jax.tree.leaves(per_model)[0].shape[0]
+    picked = jax.tree.map(lambda a: a[jnp.minimum(pick, n - 1)], per_model)
+    new = in_blocks(fn, block, picked, *shared)
+    return jax.tree.map(lambda a, v: a.at[pick].set(v, mode="drop"), per_model[0], new)

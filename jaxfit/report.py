@@ -149,7 +149,7 @@ def summary_markdown(view: RunView, summary: dict) -> str:
         f"({run['steps_per_epoch']} per epoch)\n\n"
         f"{run['device']} ({run['platform']}, {run['n_devices']} device(s)); jax {run['jax_version']}; "
         f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s for {run['steps_run']:,} steps, "
-        f"{run['model_steps_per_s']:,.0f} model-steps/s\n"
+        f"{run['model_steps_per_s']:,.0f} model-steps/s\n{compaction_line(run)}"
     )
     rows = set_rows(models, medians, stop_at, monitor)
     title = "## Per group (models that differ only in seed)"
@@ -163,6 +163,24 @@ def summary_markdown(view: RunView, summary: dict) -> str:
     )
     answer = analysis_markdown(summary.get("analysis") or analyse(view, models), stop_at is not None, monitor)
     return "\n".join([header, title, "", markdown_table(rows, list(rows[0])), "", *answer, per_model, ""])
+
+
+def compaction_line(run: dict) -> str:
+    """What compaction did (runs that record it): where the models still training ran alone, at
+    what compile cost, or why it did not pay; and the rate counting only their own steps."""
+    record = run.get("compaction")
+    if not record:
+        return ""
+    own = f"; {run['own_model_steps_per_s']:,.0f} model-steps/s counting each model's own steps" if "own_model_steps_per_s" in run else ""
+    if record["switches"]:
+        moves = ", ".join(f"{s['group']} → {s['models']} models at step {s['step']:,}" for s in record["switches"])
+        line = f"compaction: {moves} (compile {record['compile_s']:.1f} s)"
+    elif record["declined"]:
+        d = record["declined"]
+        line = f"compaction: not worth it (at step {d['step']:,} a {d['compile_s']:.1f} s compile would save {d['saving_s']:.1f} s)"
+    else:
+        line = "compaction: " + ("every model trained to the end" if record["mode"] != "never" else "off")
+    return f"\n{line}{own}\n"
 
 
 MAX_MODEL_ROWS = 1000  # summary.md's table of every model, up to this many models

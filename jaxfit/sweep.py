@@ -5,11 +5,13 @@ checkpoints through checkpoints.py, stop requests, early exit once every model h
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxfit import checkpoints as checkpoints_lib
-from jaxfit import checks, plan, train
+from jaxfit import checks, compile_cache, plan, train
 from jaxfit.config import Config
 from jaxfit.signals import StopRequest
 
@@ -37,7 +39,7 @@ class Result:
     groups: list[plan.GroupModels]
     states: list[train.ModelState]
     logged: np.ndarray  # the logged intervals
-    timing: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
     finished: bool = True
 
 
@@ -87,7 +89,8 @@ class Interrupted(Exception):
 
 @dataclass
 class Prepared:
-    """A run ready to train: its models, data and the compiled init and chunk functions."""
+    """A run ready to train: its models, data, the compiled init, and every group's chunk
+    programs: the one that runs all its models (compiled here) and those of compaction."""
 
     cfg: Config
     groups: list[plan.GroupModels]
@@ -95,15 +98,20 @@ class Prepared:
     data: Any
     given: list[Any]
     init_fn: Any
-    chunk_fn: Any
+    program: Callable[[int, int | None], Any]  # (group, models per device or None for all) -> its compiled chunk
+    trainers: list[train.Trainer]
+    footprints: list[tuple[int, int]]  # Trainer.footprint of each group
+    per_device: list[int]  # each group's models on one device (padded)
     compile_s: float
+    chunk_compile_s: float  # of the chunk programs of every model alone
 
 
 def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
-    """Everything before training: models, data, and one compiled init and chunk function for
-    all groups (the models axis sharded over every device). Refuses (plan.TooLarge) a run whose
-    models, data or compiled step would not fit in memory, before allocating it."""
+    """Everything before training: models, data, a compiled init for all groups and a compiled
+    chunk for each (the models axis sharded over every device). Refuses (plan.TooLarge) a run
+    whose models, data or compiled step would not fit in memory, before allocating it."""
     start = time.perf_counter()
+    compile_cache.enable()
     device = jax.devices()[0]
     n_models = plan.count_models(cfg)
     plan.check_fits(
@@ -118,37 +126,54 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     trainers = [train.make_train(cfg, g.group) for g in groups]
     coords = [plan.padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
-    blocks = [
-        plan.models_per_block(*trainer.footprint(c, data), len(c.seed_index) // n_devices, device) for trainer, c in zip(trainers, coords)
-    ]
+    per_device = [len(c.seed_index) // n_devices for c in coords]
+    footprints = [trainer.footprint(c, data) for trainer, c in zip(trainers, coords)]
     coords, given = jax.device_put((coords, given), per_model)
     data = jax.device_put(data, replicated)
 
     def init_all(coords, given, data):
         return [
-            plan.in_blocks(lambda m, d: t.init(m[0], d, m[1]), block, (c, p), data)
-            for t, block, c, p in zip(trainers, blocks, coords, given)
+            plan.in_blocks(lambda m, d: t.init(m[0], d, m[1]), plan.models_per_block(*f, n, device), (c, p), data)
+            for t, f, n, c, p in zip(trainers, footprints, per_device, coords, given)
         ]
 
-    def chunk_all(states, coords, data, first_interval):
-        return [
-            plan.in_blocks(lambda m, d, k: t.run_chunk(*m, d, k), block, (s, c), data, first_interval)
-            for t, block, s, c in zip(trainers, blocks, states, coords)
-        ]
+    def chunk(group: int, size: int | None, state, coords, data, first_interval, pick):
+        """A group's chunk: all its models (in blocks), or the picked ones (compaction)."""
+        run = lambda m, d, k: trainers[group].run_chunk(*m, d, k)  # noqa: E731
+        if size is None:
+            return plan.in_blocks(
+                run, plan.models_per_block(*footprints[group], per_device[group], device), (state, coords), data, first_interval
+            )
+        return plan.on_picked(run, plan.models_per_block(*footprints[group], size, device), pick, (state, coords), data, first_interval)
 
     # each device runs its own share of the models (in its blocks); the data is replicated
     init_all = jax.shard_map(
         init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False
-    )
-    chunk_all = jax.shard_map(
-        chunk_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P(), P()), out_specs=P("models"), check_vma=False
     )
     try:
         init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
         states = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, given, data)
         )
-        chunk_fn = jax.jit(chunk_all, donate_argnums=0, out_shardings=per_model).lower(states, coords, data, jnp.int32(0)).compile()
+        programs: dict[tuple[int, int | None], Any] = {}
+
+        def program(group: int, size: int | None) -> Any:
+            if (group, size) not in programs:
+                pick = None if size is None else jax.ShapeDtypeStruct((size * n_devices,), jnp.int32, sharding=per_model)
+                fn = jax.shard_map(
+                    partial(chunk, group, size),
+                    mesh=per_model.mesh,
+                    in_specs=(P("models"), P("models"), P(), P(), P("models")),
+                    out_specs=P("models"),
+                    check_vma=False,
+                )
+                jitted = jax.jit(fn, donate_argnums=0, out_shardings=per_model)
+                programs[group, size] = jitted.lower(states[group], coords[group], data, jnp.int32(0), pick).compile()
+            return programs[group, size]
+
+        chunk_start = time.perf_counter()
+        whole = [program(g, None) for g in range(len(groups))]
+        chunk_compile_s = time.perf_counter() - chunk_start
     except jax.errors.JaxRuntimeError as error:  # XLA's GPU autotuner allocates while compiling
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
@@ -156,10 +181,117 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
             f"training {n_models:,} models does not fit on {device.device_kind}: XLA ran out of its "
             f"{(plan.available_memory(device) or 0) / 2**30:,.1f} GiB while compiling the step; {plan.SMALLER}"
         ) from None
-    memory = chunk_fn.memory_analysis()
-    needed = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes if memory else 0
+    memory = [m for m in (p.memory_analysis() for p in whole) if m is not None]
+    needed = sum(m.argument_size_in_bytes + m.output_size_in_bytes for m in memory) + max((m.temp_size_in_bytes for m in memory), default=0)
     plan.check_fits(f"training {n_models:,} models ({device.device_kind})", needed, plan.available_memory(device))
-    return Prepared(cfg, groups, coords, data, given, init_fn, chunk_fn, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return Prepared(cfg, groups, coords, data, given, init_fn, program, trainers, footprints, per_device, elapsed, chunk_compile_s)
+
+
+COMPACT_ENV = "JAXFIT_COMPACT"  # auto (default), always, never: for tests and benchmarks; results do not depend on it
+
+
+class Compaction:
+    """Which models each group's next chunk runs. After each chunk the host counts a group's
+    models still training on each device; its next chunk runs only those (`plan.on_picked`), in
+    a block of a bucketed size (`plan.bucket`) that rounds every sum as the whole group's block
+    does (`plan.same_sums`), when the seconds that saves over the chunks left (a chunk's time
+    taken as proportional to its models) exceed a compile's (the last one measured; a size
+    compiled before is free). Stopped models keep their state where it is, so checkpoints,
+    trackers and files see every model; a model's numbers do not depend on the models beside
+    it, so no bit changes. On a CPU only: elsewhere a model's bits may depend on its block
+    (issue 29). `record()` says what it did, for the run's files."""
+
+    def __init__(self, prepared: Prepared, mode: str):
+        if mode not in ("auto", "always", "never"):
+            raise ValueError(f"${COMPACT_ENV}={mode!r}: expected auto, always or never")
+        self.prepared, self.mode = prepared, mode if jax.devices()[0].platform == "cpu" else "never"
+        n_groups = len(prepared.groups)
+        self.sizes: list[int | None] = [None] * n_groups  # per group: models per device its chunk runs; None: all
+        self.chunk_s: list[float] = [0.0] * n_groups  # the last chunk's seconds, per group
+        self.compiled: set[tuple[int, int | None]] = {(g, None) for g in range(n_groups)}
+        self.compile_estimate = prepared.chunk_compile_s / max(n_groups, 1)
+        self.programs: list[dict[str, Any]] = []
+        self.declined: dict[str, Any] | None = None
+        self.sums: dict[int, list[tuple[int, int]]] = {}  # per group, traced when first needed
+
+    def fitting(self, group: int, active: int) -> int | None:
+        """The fewest models per device that hold `active` and round as the whole block does;
+        None: all of them."""
+        n, footprint = self.prepared.per_device[group], self.prepared.footprints[group]
+        device = jax.devices()[0]
+        size = plan.bucket(active, n)
+        while 0 < size < n:
+            if group not in self.sums:
+                self.sums[group] = self.prepared.trainers[group].sums(self.prepared.coords[group], self.prepared.data)
+            blocks = plan.models_per_block(*footprint, size, device), plan.models_per_block(*footprint, n, device)
+            if plan.same_sums(*blocks, self.sums[group]):
+                return size
+            size = plan.bucket(size + 1, n)
+        return None if size == n else size
+
+    def choose(self, group: int, active: np.ndarray, chunks_left: int, step: int) -> None:
+        """The group's size for its next chunk, compiling a program where it pays."""
+        n = self.prepared.per_device[group]
+        wanted = self.fitting(group, int(active.reshape(-1, n).sum(axis=1).max())) if self.mode != "never" else None
+        current = self.sizes[group]
+        if wanted == current:
+            return
+        models = lambda size: n if size is None else size  # noqa: E731
+        saving = self.chunk_s[group] * (1 - models(wanted) / models(current)) * chunks_left
+        known = wanted == 0 or (group, wanted) in self.compiled
+        name = self.prepared.groups[group].group.name
+        if not (known or self.mode == "always" or saving > self.compile_estimate):
+            self.declined = {"step": step, "group": name, "saving_s": saving, "compile_s": self.compile_estimate}
+            return
+        start = time.perf_counter()
+        if wanted != 0:
+            self.prepared.program(group, wanted)
+        took = time.perf_counter() - start
+        if not known:
+            self.compiled.add((group, wanted))
+            self.compile_estimate = took
+        self.sizes[group] = wanted
+        n_devices = len(active) // n
+        self.programs.append({"step": step, "group": name, "models": models(wanted) * n_devices, "compile_s": took if not known else 0.0})
+
+    def run(self, states: list[Any], active: list[np.ndarray], interval: int, chunks_left: int, step: int) -> list[Any]:
+        """Every group's next chunk, on the models it chose (states of the others unchanged)."""
+        coords, data = self.prepared.coords, self.prepared.data
+        out = []
+        for group, (state, a) in enumerate(zip(states, active)):
+            self.choose(group, a, chunks_left, step)
+            size = self.sizes[group]
+            start = time.perf_counter()
+            if size == 0:
+                out.append(state)
+                continue
+            program = self.prepared.program(group, size)
+            out.append(jax.block_until_ready(program(state, coords[group], data, jnp.int32(interval), self.pick(group, a))))
+            self.chunk_s[group] = time.perf_counter() - start
+        return out
+
+    def pick(self, group: int, active: np.ndarray) -> Any:
+        """The rows a compacted chunk runs: per device, its active models' indices, padded with
+        an index past the end; None when the group runs whole."""
+        size, n = self.sizes[group], self.prepared.per_device[group]
+        if size is None:
+            return None
+        rows = [np.flatnonzero(device) for device in active.reshape(-1, n)]
+        return jax.device_put(
+            np.concatenate([np.pad(r, (0, size - len(r)), constant_values=n) for r in rows]).astype(np.int32), plan.mesh()[0]
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What compaction did: each switch of a group to a size (from which step, the models its
+        chunk then runs, compile seconds), and the last time it declined because a compile would
+        cost more than it saves."""
+        return {
+            "mode": self.mode,
+            "switches": self.programs,
+            "compile_s": sum(p["compile_s"] for p in self.programs),
+            "declined": self.declined,
+        }
 
 
 def run(
@@ -238,19 +370,21 @@ def train_prepared(
         name = signal.Signals(signum).name
         return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", signum)
 
+    compaction = Compaction(prepared, os.environ.get(COMPACT_ENV, "auto"))
+    active = plan.fetch([s.active for s in states])
     try:
         if signum := stopping():
             raise interrupted(signum)
         while interval < n_intervals:
-            states = prepared.chunk_fn(states, coords, data, jnp.int32(interval))
+            states = compaction.run(states, active, interval, -(-(n_intervals - interval) // per_chunk), steps_run)
             interval, chunks_run = min(interval + per_chunk, n_intervals), chunks_run + 1
             done = min(interval * steps_per_interval, n_steps)
-            active = sum(int(np.sum(s.active)) for s in states)
-            progress.update(done, steps_run, active, sum(int(np.sum(s.diverged_step >= 0)) for s in states))
+            active, diverged = plan.fetch(([s.active for s in states], [s.diverged_step >= 0 for s in states]))
+            progress.update(done, steps_run, sum(int(a.sum()) for a in active), sum(int(d.sum()) for d in diverged))
             steps_run = done
             if on_chunk is not None:
                 on_chunk(states, interval)
-            last = interval == n_intervals or active == 0
+            last = interval == n_intervals or not any(a.any() for a in active)
             stop_now = stop_after_chunks is not None and chunks_run >= stop_after_chunks and not last
             if not last and (signum := stopping()):
                 raise interrupted(signum)
@@ -268,7 +402,16 @@ def train_prepared(
     states = [jax.tree.map(lambda a: a[: g.n_models], s) for g, s in zip(groups, plan.fetch(states))]
     run_s += time.perf_counter() - start
     n_models = sum(g.n_models for g in groups)
-    timing = {"compile_s": compile_s, "run_s": run_s, "steps_run": steps_run, "model_steps_per_s": n_models * steps_run / max(run_s, 1e-9)}
+    own_steps = sum(int(np.sum(s.steps_done, dtype=np.int64)) for s in states)
+    timing = {
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "steps_run": steps_run,
+        "model_steps_per_s": n_models * steps_run / max(run_s, 1e-9),
+        "own_model_steps_per_s": own_steps / max(run_s, 1e-9),  # the steps models took before they stopped
+        "compaction": compaction.record(),
+        "compile_cache": {**compile_cache.counts(), "folder": str(compile_cache.enable() or "off")},
+    }
     return Result(groups, states, train.logged_intervals(cfg), timing, finished)
 
 

@@ -6,12 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-# One persistent XLA compilation cache for the whole suite (and the processes it starts): many
-# tests compile the same small configs, and a cached executable is the same program, so the
-# numbers are unchanged. Set before jax is imported.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxfit-test-xla-cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# One compilation cache for the whole suite and the processes it starts (jaxfit's own, as users
+# get it, but in the temporary folder rather than the user's): many tests compile the same small
+# configs, and a cached executable is the same program, so the numbers are unchanged.
+os.environ.setdefault("JAXFIT_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "jaxfit-test-compile-cache"))
 
 import pytest  # noqa: E402
 

@@ -22,10 +22,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def together(*args: str) -> list[subprocess.CompletedProcess]:
-    """The same command in 2 processes (ids 1 and 0), waiting for both."""
+def together(*args: str, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
+    """The same command in 2 processes (ids 1 and 0), waiting for both; `env`: added variables."""
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device per process
+    env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device per process
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "jaxfit.run", *args, "--distributed", f"localhost:{port},2,{i}"],

@@ -30,6 +30,7 @@ ENGINE = [
     "analysis",
     "checkpoints",
     "checks",
+    "compile_cache",
     "config",
     "distributed",
     "experiment",

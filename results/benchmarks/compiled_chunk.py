@@ -50,7 +50,8 @@ def dump(name: str) -> None:
     from jaxfit import sweep
 
     for workload in WORKLOADS:
-        text = sweep.prepare(workload_config(workload)).chunk_fn.as_text()
+        prepared = sweep.prepare(workload_config(workload))
+        text = prepared.program(0, None).as_text() if hasattr(prepared, "program") else prepared.chunk_fn.as_text()
         open(f"/tmp/hlo_{name}_{workload}.txt", "w").write(text)
         ops = collections.Counter()
         for line in text.splitlines():

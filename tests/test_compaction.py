@@ -1,0 +1,123 @@
+"""Compaction: once models stop, a group's chunks run only the models still training, in
+bucketed blocks that round every sum as the whole group's block does, and no bit changes --
+every state leaf, whichever chunk the models stop in, through a resume and across processes."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxfit import config, plan, run, sweep
+from tests.test_distributed import together
+from tests.test_long_runs import assert_same_files
+
+# stepfit's two widths; the models stop (val_loss <= 0.07) in different chunks of 10 steps
+STOPPING = ["train.steps=2000", "sweep.n_seeds=8", "train.stop_at=0.07", "execution.chunk_epochs=10"]
+STOPPING_ARGS = ["--config", "stepfit", *[a for o in STOPPING for a in ("--set", o)], "--quiet"]
+
+
+def run_with(monkeypatch, mode: str, overrides: list[str] = STOPPING) -> sweep.Result:
+    monkeypatch.setenv(sweep.COMPACT_ENV, mode)
+    return sweep.run(config.load("stepfit", overrides), quiet=True)
+
+
+def assert_same_states(a: sweep.Result, b: sweep.Result) -> None:
+    """Every state leaf equal, bit for bit (the history's scratch column aside: it holds what
+    the last unlogged interval computed, and is never written out)."""
+    for first, second in zip(a.states, b.states):
+        for (path, x), (_, y) in zip(jax.tree_util.tree_flatten_with_path(first)[0], jax.tree_util.tree_flatten_with_path(second)[0]):
+            x, y = np.asarray(x), np.asarray(y)
+            if "history" in jax.tree_util.keystr(path):
+                x, y = x[:, :-1], y[:, :-1]
+            np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def uncompacted() -> sweep.Result:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run_with(monkeypatch, "never")
+
+
+def test_the_models_stop_in_different_chunks(uncompacted):
+    stopped = [int(s) for state in uncompacted.states for s, a in zip(state.steps_done, state.active) if not a]
+    assert len({s // 10 for s in stopped}) >= 4, stopped  # several chunks see models stop
+    assert any(state.active.any() for state in uncompacted.states)  # and some train to the end
+
+
+def test_compaction_changes_no_bit(monkeypatch, uncompacted):
+    compacted = run_with(monkeypatch, "always")
+    switches = compacted.timing["compaction"]["switches"]
+    assert {s["group"] for s in switches} == {"narrow", "wide"} and all(s["models"] < 8 for s in switches), switches
+    assert_same_states(uncompacted, compacted)
+    assert compacted.timing["own_model_steps_per_s"] > 0
+
+
+def test_without_the_rounding_guard_compaction_would_change_bits(monkeypatch, uncompacted):
+    """What plan.same_sums prevents: a block of fewer than 6 wide models sums the [100, 8]
+    hidden-unit gradients below XLA's YNNPACK size and rounds them differently."""
+    monkeypatch.setattr(plan, "same_sums", lambda *_: True)
+    unguarded = run_with(monkeypatch, "always")
+    assert min(s["models"] for s in unguarded.timing["compaction"]["switches"] if s["group"] == "wide") < 6
+    with pytest.raises(AssertionError):
+        assert_same_states(uncompacted, unguarded)
+
+
+def test_the_guard_keeps_the_sums_of_the_whole_block():
+    cfg = config.load("stepfit", ["sweep.n_seeds=100"])
+    prepared = sweep.prepare(cfg)
+    compaction = sweep.Compaction(prepared, "always")
+    wide = [g.group.name for g in prepared.groups].index("wide")
+    sums = prepared.trainers[wide].sums(prepared.coords[wide], prepared.data)
+    assert (800, 0) in sums and (100, 0) in sums  # the [batch, width] and [batch, 1] gradient sums of one model
+    size = compaction.fitting(wide, 3)
+    assert size is not None and 41 <= size < 100  # 41 x 100 elements reach YNNPACK's 4,096, as 100 x 100 do
+    smaller = max(b for b in (plan.bucket(n, 100) for n in range(1, size)) if b < size)  # the bucket below it
+    assert plan.same_sums(size, 100, sums) and not plan.same_sums(smaller, 100, sums)
+
+
+def test_buckets():
+    assert [plan.bucket(n, 1000) for n in (0, 1, 2, 3, 4, 5, 9, 17, 33, 100, 129)] == [0, 2, 2, 3, 4, 5, 10, 20, 40, 112, 160]
+    assert plan.bucket(90, 100) == 96 and plan.bucket(99, 100) == 100 and plan.bucket(3, 2) == 2
+    sizes = {plan.bucket(n, 10**6) for n in range(1, 10**4)}
+    assert len(sizes) <= 4 * 14 and all(b / a <= 1.25 for a, b in zip(sorted(sizes)[3:], sorted(sizes)[4:]))
+
+
+def test_a_short_run_declines_to_compact_and_says_so(tmp_path):
+    assert run.main([*STOPPING_ARGS, "--out", str(tmp_path / "run")]) == 0
+    record = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]["compaction"]
+    assert record["mode"] == "auto" and record["switches"] == []  # a 4 s compile would save less than a second
+    assert record["declined"]["compile_s"] > record["declined"]["saving_s"] >= 0
+    assert "compaction" in (tmp_path / "run" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_compacted_run_resumed_in_the_middle_equals_the_plain_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(sweep.COMPACT_ENV, "never")
+    assert run.main([*STOPPING_ARGS, "--out", str(tmp_path / "plain")]) == 0
+    monkeypatch.setenv(sweep.COMPACT_ENV, "always")
+    parts = tmp_path / "parts"
+    assert run.main([*STOPPING_ARGS, "--set", "execution.checkpoint_every=3", "--out", str(parts), "--stop-after-chunks", "7"]) == 0
+    assert not (parts / "summary.json").exists()
+    assert run.main(["--resume", str(parts), "--quiet"]) == 0
+    assert_same_files(tmp_path / "plain", parts)
+    assert json.loads((parts / "summary.json").read_text())["run"]["compaction"]["switches"]
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_two_processes_compacting_equal_two_processes_not_compacting(tmp_path):
+    """Under jax.distributed each process compacts its own models (stopped and resumed on
+    the way); the files equal those of the same two processes without compaction."""
+    plain = together(*STOPPING_ARGS, "--out", str(tmp_path / "plain"), env={sweep.COMPACT_ENV: "never"})
+    assert [p.returncode for p in plain] == [0, 0], [p.stderr[-2000:] for p in plain]
+    env, two = {sweep.COMPACT_ENV: "always"}, tmp_path / "two"
+    first = together(*STOPPING_ARGS, "--set", "execution.checkpoint_every=2", "--out", str(two), "--stop-after-chunks", "5", env=env)
+    assert [p.returncode for p in first] == [0, 0], [p.stderr[-2000:] for p in first]
+    second = together("--resume", str(two), "--quiet", env=env)
+    assert [p.returncode for p in second] == [0, 0], [p.stderr[-2000:] for p in second]
+    assert_same_files(tmp_path / "plain", two)
+    assert json.loads((two / "summary.json").read_text())["run"]["compaction"]["switches"]
