@@ -5,7 +5,8 @@
 Workloads: stepfit wide + CyclicLR and stepfit narrow + SGD (validation on the 5001-point grid
 every step), sumsq (dropout on, Adam + StepLR). Implementations: jaxfit; the seeds' sequential
 PyTorch loop (one model after another, as the forum scripts run); a torch.func vmap ensemble
-with a hand-written optimiser; that ensemble under torch.compile. Every measurement runs in a
+with a hand-written optimiser; that ensemble under torch.compile; for stepfit, the nets over a
+[models, batch] layout with the gradient written by hand under torch.compile. Every measurement runs in a
 fresh subprocess (so its peak RSS is its own) for a fixed number of steps after a warm-up;
 compile time is reported apart. Without torch, jaxfit alone is measured. The sequential loops
 are jaxfit/experiments/torch_reference.py's models.
@@ -28,7 +29,7 @@ from jaxfit import config, sweep
 
 WORKLOADS = ("stepfit_wide", "stepfit_narrow", "sumsq")
 _TORCH_DEVICE = "cpu"  # set from the spec: "cuda" runs the PyTorch variants on the GPU
-IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile")
+IMPLEMENTATIONS = ("jaxfit", "torch_sequential", "torch_vmap", "torch_compile", "torch_by_hand")
 
 
 # ----------------------------------------------------------------------------- jaxfit
@@ -54,6 +55,51 @@ def bench_jaxfit(workload: str, n_models: int, steps: int) -> dict:
     result = sweep.run(cfg, quiet=True)
     t = result.timing
     return {"model_steps_per_s": t["model_steps_per_s"], "compile_s": t["compile_s"], "steps": t["steps_run"]}
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+STOPPING = ("ablation", "spirals", "stepfit_1000")  # runs where models stop at different times
+VARIANTS = ("compacted", "not_compacted", "no_stop")  # jaxfit as it runs, without compaction, nothing stopping
+
+
+def stopping_config(workload: str, variant: str) -> config.Config:
+    """(a) `--config stepfit_ablation` (200 models, 1,000,001 steps), (b) examples/spirals.toml
+    (60 models, its 0.98 accuracy threshold), (c) 1,000 stepfit models over 30,000 steps (373
+    cross 0.005). "no_stop": the same with a threshold no model reaches, for 50,000 steps of (a)
+    (the rate of a run where nothing stops does not change along it)."""
+    overrides = {"ablation": [], "stepfit_1000": ["sweep.n_seeds=500", "train.steps=30000"], "spirals": []}[workload]
+    name = str(Path(__file__).resolve().parents[1] / "examples" / "spirals.toml") if workload == "spirals" else "stepfit_ablation"
+    if variant == "no_stop":
+        overrides += ["train.stop_at=2.0"] if workload == "spirals" else ["train.stop_at=1e-12"]
+        overrides += ["train.steps=50000"] if workload == "ablation" else []
+    return config.load(name, overrides)
+
+
+def bench_stopping(workload: str, variant: str) -> dict:
+    """A run of `stopping_config`, its rates: every model's steps counted to the end, and each
+    model's own (until it stopped) -- the effective rate."""
+    os.environ[sweep.COMPACT_ENV] = "never" if variant == "not_compacted" else "auto"
+    t = sweep.run(stopping_config(workload, variant), quiet=True).timing
+    keys = ("model_steps_per_s", "own_model_steps_per_s", "compile_s", "run_s", "steps_run", "compaction")
+    return {k: t[k] for k in keys}
+
+
+def stopping_table(rows: list[dict]) -> str:
+    """Effective rate (each model's own steps per second) with early stopping, against the rate
+    of the same models when none stops, side by side."""
+    lines = [
+        "| run | compacted: effective rate, run s | not compacted: effective rate, run s | no stop: rate | compacted ÷ no stop |",
+        "|---|---|---|---|---|",
+    ]
+    for workload in STOPPING:
+        got = {r["variant"]: r for r in rows if r.get("workload") == workload and "error" not in r}
+        if len(got) < len(VARIANTS):
+            continue
+        cells = [f"{got[v]['own_model_steps_per_s']:,.0f}, {got[v]['run_s']:,.0f}" for v in ("compacted", "not_compacted")]
+        ratio = got["compacted"]["own_model_steps_per_s"] / got["no_stop"]["own_model_steps_per_s"]
+        lines.append(f"| {workload} | {cells[0]} | {cells[1]} | {got['no_stop']['own_model_steps_per_s']:,.0f} | {ratio:.0%} |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- torch
@@ -210,6 +256,64 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
     return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
 
 
+def leaky_net(torch, params, x, slope: float = 0.001):
+    """stepfit's net, LeakyReLU(Linear(LeakyReLU(Linear(x)))), over [models, points]: (pre
+    [models, points, width], hidden, out_pre [models, points], out)."""
+    w1, b1, w2, b2 = params
+    pre = x[:, :, None] * w1[:, None, :] + b1[:, None, :]
+    hidden = torch.where(pre > 0, pre, slope * pre)
+    out_pre = (hidden * w2[:, None, :]).sum(-1) + b2[:, None]
+    return pre, hidden, out_pre, torch.where(out_pre > 0, out_pre, slope * out_pre)
+
+
+def leaky_net_grads(torch, params, x, y, slope: float = 0.001):
+    """Each model's MSE on its batch (x, y [models, batch]) and its gradient, written by hand."""
+    w2 = params[2]
+    pre, hidden, out_pre, out = leaky_net(torch, params, x, slope)
+    d_out_pre = 2 * (out - y) / x.shape[1] * torch.where(out_pre > 0, 1.0, slope)
+    d_pre = d_out_pre[:, :, None] * w2[:, None, :] * torch.where(pre > 0, 1.0, slope)
+    grads = ((d_pre * x[:, :, None]).sum(1), d_pre.sum(1), (d_out_pre[:, :, None] * hidden).sum(1), d_out_pre.sum(1))
+    return ((out - y) ** 2).mean(1), grads
+
+
+def bench_torch_by_hand(workload: str, n_models: int, steps: int, threads: int) -> dict:
+    """The strongest stepfit a PyTorch user could write: the nets over a [models, batch] layout,
+    the gradient written out by hand (no autograd; `leaky_net_grads`), SGD, validation on the
+    5001-point grid every step, the whole step under torch.compile."""
+    torch, _ = _torch_setup(threads)
+    if workload == "sumsq":
+        raise ValueError("torch_by_hand is written for stepfit")
+    width = 8 if workload == "stepfit_wide" else 1
+    grid = torch.linspace(0.0, 1000.0, 5001) / 1000.0
+    target = torch.where(grid * 1000.0 > 100, 1000.0, 0) / 1000.0
+    bound = 1.0 / width**0.5  # torch.nn.Linear's init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in 1 for the first layer
+    uniform = lambda *shape: torch.rand(*shape) * 2 - 1  # noqa: E731
+    params = (uniform(n_models, width), uniform(n_models, width), uniform(n_models, width) * bound, uniform(n_models) * bound)
+
+    def step(params, x, y, lr):
+        loss, grads = leaky_net_grads(torch, params, x, y)
+        val = ((leaky_net(torch, params, grid.expand(x.shape[0], -1))[3] - target) ** 2).mean(1)
+        return tuple(p - lr * g for p, g in zip(params, grads)), (loss, val)
+
+    step = torch.compile(step)
+
+    def batch(i):
+        inp = torch.rand(n_models, 100)
+        lr = _cyclic_lr(i) if workload == "stepfit_wide" else 0.1
+        return inp, torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0, torch.tensor(lr)
+
+    start = time.perf_counter()
+    params, _ = step(params, *batch(0))  # warm-up (and compile)
+    _sync(torch)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        params, _ = step(params, *batch(i))
+    _sync(torch)
+    elapsed = time.perf_counter() - start
+    return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -228,6 +332,8 @@ def steps_for(implementation: str, workload: str, n_models: int, quick: bool) ->
         ("torch_compile", "sumsq"): 300,
         ("torch_compile", "stepfit_wide"): 3000,
         ("torch_compile", "stepfit_narrow"): 3000,
+        ("torch_by_hand", "stepfit_wide"): 5000,
+        ("torch_by_hand", "stepfit_narrow"): 5000,
     }
     steps = table[(implementation, workload)]
     if implementation == "jaxfit" and workload == "sumsq" and n_models >= 1000:
@@ -240,11 +346,15 @@ def steps_for(implementation: str, workload: str, n_models: int, quick: bool) ->
 def measure_one(spec: dict) -> dict:
     global _TORCH_DEVICE
     _TORCH_DEVICE = spec.get("torch_device", "cpu")
+    if spec["implementation"] == "jaxfit_stopping":
+        return bench_stopping(spec["workload"], spec["variant"])
     implementation, workload, n_models, steps = spec["implementation"], spec["workload"], spec["n_models"], spec["steps"]
     if implementation == "jaxfit":
         return bench_jaxfit(workload, n_models, steps)
     if implementation == "torch_sequential":
         return bench_torch_sequential(workload, n_models, steps, spec["threads"])
+    if implementation == "torch_by_hand":
+        return bench_torch_by_hand(workload, n_models, steps, spec["threads"])
     return bench_torch_ensemble(workload, n_models, steps, spec["threads"], compiled=implementation == "torch_compile")
 
 
@@ -368,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         "--torch-device", default="auto", help="where the PyTorch variants run: cpu, cuda, or auto (cuda if torch sees a GPU)"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument(
+        "--stopping",
+        nargs="?",
+        const=",".join(STOPPING),
+        help=f"instead: early stopping's effective rate, compacted or not, against no stop, on {', '.join(STOPPING)} (ablation: ~20 min)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -377,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return 0
+    if args.stopping:
+        return main_stopping(args.stopping.split(","), args.out, args.timeout)
     try:
         import torch
 
@@ -395,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
                 counts = sorted(set(counts) | {20})
             if implementation == "torch_sequential":
                 counts = counts[:1]  # one model after another: the rate per model is the same at any count
+            if implementation == "torch_by_hand" and workload == "sumsq":
+                continue  # written for stepfit
             for n in counts:
                 specs.append(
                     {
@@ -421,6 +541,21 @@ def main(argv: list[str] | None = None) -> int:
         counts = sorted({r["n_models"] for r in rows if r["workload"] == workload})
         print(table(rows, workload, counts), "\n")
     print(f"wrote {args.out}/bench.json and throughput.png")
+    return 0
+
+
+def main_stopping(workloads: list[str], out: Path, timeout: float) -> int:
+    """`--stopping`: each workload's three variants, one after another in fresh processes."""
+    rows = []
+    for workload in workloads:
+        for variant in VARIANTS:
+            row = run_isolated({"implementation": "jaxfit_stopping", "workload": workload, "variant": variant}, max(timeout, 3600))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stopping.json").write_text(json.dumps({"machine": machine(), "argv": sys.argv, "rows": rows}, indent=1))
+    print(stopping_table(rows))
+    print(f"wrote {out}/stopping.json")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Running a run: jit one function that runs a chunk of every group (each vmapped over its
-models, in the blocks plan.py chose), and drive it from the host chunk by chunk (progress,
-checkpoints through checkpoints.py, stop requests, early exit once every model has stopped).
-`run(cfg)` is the whole of it; `prepare` and `train_prepared` are its two halves."""
+"""Running a run: jit each group's chunk (vmapped over its models, in the blocks plan.py chose;
+one program per group, so that compaction recompiles only the group it shrinks -- as fast as
+one program for all groups, measured), and drive them from the host chunk by chunk (progress,
+compaction of the models still training, checkpoints through checkpoints.py, stop requests,
+early exit once every model has stopped). `run(cfg)` is the whole of it; `prepare` and
+`train_prepared` are its two halves."""
 
 from __future__ import annotations
 
@@ -152,9 +154,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     )
     try:
         init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
-        states = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), jax.eval_shape(init_all, coords, given, data)
-        )
+        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), init_fn.out_info)
         programs: dict[tuple[int, int | None], Any] = {}
 
         def program(group: int, size: int | None) -> Any:

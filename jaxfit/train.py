@@ -233,6 +233,7 @@ class Setup(NamedTuple):
     shapes: Any  # the parameter tree's shapes
     logged: jax.Array  # the logged intervals, int32
     bound: Callable | None  # the task's closed-form filter of the monitored metric, if it has one
+    evaluate_one: Callable  # `evaluate` of one model, jitted: traced once however many programs use it
 
     @property
     def n_logged(self) -> int:
@@ -247,7 +248,7 @@ def make_setup(cfg: Config, group: Group) -> Setup:
     """The fixed parts of a group's training."""
     task = cfg.task
     module = module_of(task, group.model)
-    return Setup(
+    setup = Setup(
         cfg,
         group,
         task,
@@ -256,7 +257,9 @@ def make_setup(cfg: Config, group: Group) -> Setup:
         template(module, task.input_shape()),
         jnp.asarray(logged_intervals(cfg), jnp.int32),
         task.val_bound(group.model, cfg.train.eval_batch_size),
+        evaluate,
     )
+    return setup._replace(evaluate_one=jax.jit(partial(evaluate, setup)))
 
 
 def equations(fn: Callable, *args: Any) -> Iterator[Any]:
@@ -314,7 +317,7 @@ def init_one(s: Setup, coords: Coords, data: RunData, given_params: Any = None) 
     params = given_params if given_params is not None else init_params(s.task, s.group.model, s.shapes, coords.init_index, init_key)
     lr0 = optim.learning_rate(s.group, coords.hp, jnp.int32(0), s.cfg.steps_per_epoch)
     opt_state = optim.chain(s.group, coords.hp, lr0).init(params)
-    initial = evaluate(s, params, data)
+    initial = s.evaluate_one(params, data)
     reached = reaches(s, initial[s.task.monitor])
     return ModelState(
         params=params,
@@ -406,7 +409,7 @@ def evaluate_where_needed(s: Setup, states: ModelState, trained: Trained, slot: 
     Hundreds of models crossing the threshold thus cost a few models' evaluations per
     interval, not the whole block's. A model's direct value is the same bits in every case
     (tests/test_piecewise.py)."""
-    evaluate_all = lambda: jax.vmap(partial(evaluate, s), (0, None))(trained.params, data)  # noqa: E731
+    evaluate_all = lambda: jax.vmap(s.evaluate_one, (0, None))(trained.params, data)  # noqa: E731
     if s.bound is None:
         evals = evaluate_all()
         return evals, evals[s.task.monitor]
@@ -417,7 +420,7 @@ def evaluate_where_needed(s: Setup, states: ModelState, trained: Trained, slot: 
     def evaluate_few(slots: int) -> dict[str, jax.Array]:
         index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
         params = jax.tree.map(lambda p: p[jnp.minimum(index, n_models - 1)], trained.params)
-        values = jax.vmap(partial(evaluate, s), (0, None))(params, data)
+        values = jax.vmap(s.evaluate_one, (0, None))(params, data)
         return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
 
     buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
@@ -494,7 +497,7 @@ def footprint(s: Setup, coords: Coords, data: RunData) -> tuple[int, int]:
     step = largest_array_bytes(
         lambda c, o, m, d: batch_and_step(s, c, jnp.int32(0), jnp.int32(0), o, data_key, m, d), Trained.start(state), order, one, data
     )
-    return step, largest_array_bytes(partial(evaluate, s), state.params, data)
+    return step, largest_array_bytes(s.evaluate_one, state.params, data)
 
 
 def sums(s: Setup, coords: Coords, data: RunData) -> list[tuple[int, int]]:

@@ -383,3 +383,25 @@ def test_sumsq_with_dropout_agrees_with_torch_within_seed_spread():
         difference = ours.mean(0) - theirs.mean(0)
         stderr = np.sqrt(ours.var(0, ddof=1) / n_seeds + theirs.var(0, ddof=1) / n_seeds)
         assert np.all(np.abs(difference) < 4 * stderr + 1e-3 * np.abs(theirs.mean(0))), (ours.mean(0), theirs.mean(0), stderr)
+
+
+@pytest.mark.parametrize("width", [1, 8])
+def test_the_benchmarks_hand_written_gradient_is_autograds(width):
+    """python -m jaxfit.bench's torch_by_hand baseline: its hand-written stepfit gradient equals
+    autograd's through torch_reference.StepModel, model by model."""
+    from jaxfit import bench
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 100, generator=gen)
+    y = (x > 0.1).float()
+    nets = [ref.StepModel(width) for _ in range(3)]
+    names = ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias")
+    w1, b1, w2, b2 = (torch.stack([dict(n.named_parameters())[name].detach().reshape(-1) for n in nets]) for name in names)
+    params = (w1, b1, w2, b2.reshape(3))
+    loss, grads = bench.leaky_net_grads(torch, params, x, y)
+    for i, net in enumerate(nets):
+        expected = torch.nn.functional.mse_loss(net(x[i, :, None]), y[i, :, None])
+        expected.backward()
+        torch.testing.assert_close(loss[i], expected.detach().reshape(()))
+        for grad, name in zip(grads, names):
+            torch.testing.assert_close(grad[i].reshape(-1), dict(net.named_parameters())[name].grad.reshape(-1), rtol=1e-5, atol=1e-7)
