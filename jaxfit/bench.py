@@ -23,7 +23,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jaxfit import config, sweep
 
@@ -244,13 +246,23 @@ def bench_torch_ensemble(workload: str, n_models: int, steps: int, threads: int,
         lr = _cyclic_lr(i) if workload == "stepfit_wide" else 0.1
         return inp, torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0, torch.tensor(lr)
 
+    def advance(state, *inputs):
+        params, moments, _ = step(*state, *inputs)
+        return params, moments
+
+    return _timed_steps(torch, advance, (params, moments), batch, n_models, steps)
+
+
+def _timed_steps(torch, advance: Callable, state: Any, batch: Callable, n_models: int, steps: int) -> dict:
+    """`state = advance(state, *batch(i))` once untimed (warm-up and compile), then for steps
+    1..steps timed: the rate and the compile seconds."""
     start = time.perf_counter()
-    params, moments, _ = step(params, moments, *batch(0))  # warm-up (and compile)
+    state = advance(state, *batch(0))
     _sync(torch)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(1, steps + 1):
-        params, moments, _ = step(params, moments, *batch(i))
+        state = advance(state, *batch(i))
     _sync(torch)
     elapsed = time.perf_counter() - start
     return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
@@ -302,16 +314,7 @@ def bench_torch_by_hand(workload: str, n_models: int, steps: int, threads: int) 
         lr = _cyclic_lr(i) if workload == "stepfit_wide" else 0.1
         return inp, torch.where(inp * 1000.0 > 100, 1000.0, 0) / 1000.0, torch.tensor(lr)
 
-    start = time.perf_counter()
-    params, _ = step(params, *batch(0))  # warm-up (and compile)
-    _sync(torch)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(1, steps + 1):
-        params, _ = step(params, *batch(i))
-    _sync(torch)
-    elapsed = time.perf_counter() - start
-    return {"model_steps_per_s": n_models * steps / elapsed, "compile_s": compile_s, "steps": steps}
+    return _timed_steps(torch, lambda params, *inputs: step(params, *inputs)[0], params, batch, n_models, steps)
 
 
 # ----------------------------------------------------------------------------- driver

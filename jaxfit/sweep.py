@@ -211,7 +211,7 @@ class Compaction:
         self.chunk_s: list[float] = [0.0] * n_groups  # the last chunk's seconds, per group
         self.compiled: set[tuple[int, int | None]] = {(g, None) for g in range(n_groups)}
         self.compile_estimate = prepared.chunk_compile_s / max(n_groups, 1)
-        self.programs: list[dict[str, Any]] = []
+        self.switches: list[dict[str, Any]] = []
         self.declined: dict[str, Any] | None = None
         self.sums: dict[int, list[tuple[int, int]]] = {}  # per group, traced when first needed
 
@@ -232,17 +232,23 @@ class Compaction:
 
     def choose(self, group: int, active: np.ndarray, chunks_left: int, step: int) -> None:
         """The group's size for its next chunk, compiling a program where it pays."""
-        n = self.prepared.per_device[group]
-        wanted = self.fitting(group, int(active.reshape(-1, n).sum(axis=1).max())) if self.mode != "never" else None
-        current = self.sizes[group]
+        n, current, name = self.prepared.per_device[group], self.sizes[group], self.prepared.groups[group].group.name
+        if self.mode == "never":
+            return
+        most = int(active.reshape(-1, n).sum(axis=1).max())
+        models = lambda size: n if size is None or size == n else size  # noqa: E731
+        saving = lambda size: self.chunk_s[group] * (1 - models(size) / models(current)) * chunks_left  # noqa: E731
+        smallest = plan.bucket(most, n)  # no fitting size is smaller: if even it cannot pay, skip tracing the sums
+        if self.mode == "auto" and models(smallest) < models(current) and (group, smallest) not in self.compiled:
+            if smallest != 0 and saving(smallest) <= self.compile_estimate:
+                self.declined = {"step": step, "group": name, "saving_s": saving(smallest), "compile_s": self.compile_estimate}
+                return
+        wanted = self.fitting(group, most)
         if wanted == current:
             return
-        models = lambda size: n if size is None else size  # noqa: E731
-        saving = self.chunk_s[group] * (1 - models(wanted) / models(current)) * chunks_left
         known = wanted == 0 or (group, wanted) in self.compiled
-        name = self.prepared.groups[group].group.name
-        if not (known or self.mode == "always" or saving > self.compile_estimate):
-            self.declined = {"step": step, "group": name, "saving_s": saving, "compile_s": self.compile_estimate}
+        if not (known or self.mode == "always" or saving(wanted) > self.compile_estimate):
+            self.declined = {"step": step, "group": name, "saving_s": saving(wanted), "compile_s": self.compile_estimate}
             return
         start = time.perf_counter()
         if wanted != 0:
@@ -253,7 +259,7 @@ class Compaction:
             self.compile_estimate = took
         self.sizes[group] = wanted
         n_devices = len(active) // n
-        self.programs.append({"step": step, "group": name, "models": models(wanted) * n_devices, "compile_s": took if not known else 0.0})
+        self.switches.append({"step": step, "group": name, "models": models(wanted) * n_devices, "compile_s": took if not known else 0.0})
 
     def run(self, states: list[Any], active: list[np.ndarray], interval: int, chunks_left: int, step: int) -> list[Any]:
         """Every group's next chunk, on the models it chose (states of the others unchanged)."""
@@ -288,8 +294,8 @@ class Compaction:
         cost more than it saves."""
         return {
             "mode": self.mode,
-            "switches": self.programs,
-            "compile_s": sum(p["compile_s"] for p in self.programs),
+            "switches": self.switches,
+            "compile_s": sum(p["compile_s"] for p in self.switches),
             "declined": self.declined,
         }
 
