@@ -205,6 +205,7 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
         args = parse_args(argv)
         primary = join_processes(args) if not args.print_config else True
         cfg, out, work = resolve(args, primary)
+        sweep.compact_mode()  # an environment variable of the tests' and benchmarks': checked before anything is written
         if args.print_config:
             print(config_lib.to_toml(cfg), end="")
             return 0

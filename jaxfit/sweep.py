@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from jaxfit import checkpoints as checkpoints_lib
 from jaxfit import checks, compile_cache, plan, train
-from jaxfit.config import Config
+from jaxfit.config import Config, ConfigError
 from jaxfit.signals import StopRequest
 
 OnChunk = Callable[[list[train.ModelState], int], None]
@@ -191,6 +191,14 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
 COMPACT_ENV = "JAXFIT_COMPACT"  # auto (default), always, never: for tests and benchmarks; results do not depend on it
 
 
+def compact_mode() -> str:
+    """`$JAXFIT_COMPACT`, checked: a bad value is a one-line ConfigError."""
+    mode = os.environ.get(COMPACT_ENV, "auto")
+    if mode not in ("auto", "always", "never"):
+        raise ConfigError(f"${COMPACT_ENV}={mode!r}: expected auto, always or never")
+    return mode
+
+
 class Compaction:
     """Which models each group's next chunk runs. After each chunk the host counts a group's
     models still training on each device; its next chunk runs only those (`plan.on_picked`), in
@@ -203,8 +211,6 @@ class Compaction:
     (issue 29). `record()` says what it did, for the run's files."""
 
     def __init__(self, prepared: Prepared, mode: str):
-        if mode not in ("auto", "always", "never"):
-            raise ValueError(f"${COMPACT_ENV}={mode!r}: expected auto, always or never")
         self.prepared, self.mode = prepared, mode if jax.devices()[0].platform == "cpu" else "never"
         n_groups = len(prepared.groups)
         self.sizes: list[int | None] = [None] * n_groups  # per group: models per device its chunk runs; None: all
@@ -376,7 +382,7 @@ def train_prepared(
         name = signal.Signals(signum).name
         return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", signum)
 
-    compaction = Compaction(prepared, os.environ.get(COMPACT_ENV, "auto"))
+    compaction = Compaction(prepared, compact_mode())
     active = plan.fetch([s.active for s in states])
     try:
         if signum := stopping():

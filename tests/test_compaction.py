@@ -121,3 +121,11 @@ def test_two_processes_compacting_equal_two_processes_not_compacting(tmp_path):
     assert [p.returncode for p in second] == [0, 0], [p.stderr[-2000:] for p in second]
     assert_same_files(tmp_path / "plain", two)
     assert json.loads((two / "summary.json").read_text())["run"]["compaction"]["switches"]
+
+
+@pytest.mark.bad_input
+def test_a_bad_compact_setting_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(sweep.COMPACT_ENV, "sometimes")
+    assert run.main([*STOPPING_ARGS, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: $JAXFIT_COMPACT='sometimes': expected auto, always or never" and not (tmp_path / "run").exists()
