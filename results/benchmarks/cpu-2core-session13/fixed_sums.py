@@ -66,17 +66,15 @@ def onesdot_sum(values: jax.Array, axes: Sequence[int]) -> jax.Array:
 
 def fixed_sums(fn: Callable, mode: str) -> Callable:
     """`fn` with every floating-point `reduce_sum` it computes written as `mode` says."""
-    if mode == "identity":  # the interpreter alone, nothing rewritten: what re-tracing costs
-        mode, small_only_limit = "pairwise_small", 0
-    else:
-        small_only_limit = SMALL
-    order = {
+    orders = {
         "pairwise": pairwise_sum,
         "pairwise_barrier": partial(pairwise_sum, barrier=True),
         "sequential": sequential_sum,
         "onesdot": onesdot_sum,
-    }[mode.removesuffix("_small")]
-    small_only = mode.endswith("_small")
+        "identity": pairwise_sum,  # the interpreter alone, nothing rewritten (limit 0): what re-tracing costs
+    }
+    order = orders[mode.removesuffix("_small")]
+    limit = 0 if mode == "identity" else SMALL if mode.endswith("_small") else float("inf")  # rewrite sums of fewer elements
 
     def evaluate(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
@@ -84,11 +82,7 @@ def fixed_sums(fn: Callable, mode: str) -> Callable:
         for eqn in jaxpr.eqns:
             invals = [read(v) for v in eqn.invars]
             aval = eqn.invars[0].aval if eqn.invars else None
-            if (
-                eqn.primitive is lax.reduce_sum_p
-                and jnp.issubdtype(aval.dtype, jnp.floating)
-                and (not small_only or aval.size < small_only_limit)
-            ):
+            if eqn.primitive is lax.reduce_sum_p and jnp.issubdtype(aval.dtype, jnp.floating) and aval.size < limit:
                 outvals = [order(invals[0], eqn.params["axes"])]
             else:
                 params = {name: rewrite_param(value) for name, value in eqn.params.items()}

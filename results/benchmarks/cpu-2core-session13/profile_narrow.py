@@ -41,15 +41,10 @@ def profile(workload: str, n_models: int, top: int = 12) -> None:
     for event in trace["traceEvents"]:
         if event.get("ph") == "X" and "dur" in event and event.get("args", {}).get("hlo_op"):
             by_name[event["args"]["hlo_op"]] += event["dur"]
-    if not by_name:  # this jax names ops in the event name only
-        for event in trace["traceEvents"]:
-            if event.get("ph") == "X" and "dur" in event and not str(event.get("name", "")).startswith(("$", "Py", "jit_", "Thunk")):
-                by_name[event["name"]] += event["dur"]
     total = sum(by_name.values())
     per_step = 1e6 * wall / steps
     print(f"{workload}, {n_models} models: {steps} steps in {wall:.3f} s under the profiler = {per_step:.1f} us/step;", end=" ")
     print(f"ops {total / steps:.1f} us/step")
-
     for name, dur in by_name.most_common(top):
         print(f"  {dur / steps:8.2f} us/step  {100 * dur / total:5.1f} %  {name}")
 
