@@ -17,14 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfit import inits
 from jaxfit.experiment import (
     EvalSet,
     ExperimentError,
     NNXModule,
     Task,
+    chunked,
     model_schemes,
     module_of,
-    run_data,
     template,
     uses_epoch_order,
     uses_sampler,
@@ -67,6 +68,8 @@ class Checker:
             return fn(*args)
         except ExperimentError:
             raise
+        except inits.UnknownLayer as error:  # a built-in scheme on a module it has no rule for: the author's choice, named
+            raise ExperimentError(f"experiment {self.name}: {method}: {error}") from None
         except Exception as error:  # noqa: BLE001 -- the experiment's own code
             first = (str(error).strip().splitlines() or [""])[0][:200]
             raise ExperimentError(f"experiment {self.name}: {method} raised {type(error).__name__}: {first}{_where(error)}") from None
@@ -88,14 +91,11 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
         raise c.fail(f"steps_per_epoch({batch_size})", _short(steps), "an int >= 1")
     sampled = uses_sampler(task)
     made = "data()" if sampled else f"data({eval_chunk})"
-    data = c.call(made, run_data, task, eval_chunk)
-    odd = [
-        leaf
-        for leaf in jax.tree.leaves(data)
-        if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or (isinstance(leaf, int | float) and not isinstance(leaf, bool)))
-    ]
-    if odd:
-        raise c.fail(made, _short(odd[0] if odd else data), "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers")
+    given = c.call(made, task.data) if sampled else c.call(made, task.data, eval_chunk)
+    _check_arrays(c, made, given)
+    if sampled and type(task).evaluate is Task.evaluate:
+        _check_eval_sets(c, made, given, shape)
+    data = chunked(given, eval_chunk) if sampled else given
     if sampled and type(task).evaluate is Task.evaluate:
         sets = data.get("eval") if isinstance(data, dict) else None
         if not isinstance(sets, dict) or not sets:
@@ -125,6 +125,58 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
     for model in models:
         _check_model(c, task, model, shape, data, key, step, batch_size)
     return data
+
+
+NUMBERS = "a pytree (dict, tuple, NamedTuple) of numpy arrays and numbers"
+
+
+def _check_arrays(c: Checker, made: str, data: Any) -> None:
+    """Every leaf of the data a number or an array of numbers, finite as the models see it
+    (float32; int32 in range): a NaN or inf among the samples would show as models diverging."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+        where = f" at {jax.tree_util.keystr(path)}" if path else ""
+        if not (isinstance(leaf, np.ndarray | jax.Array | np.number) or (isinstance(leaf, int | float) and not isinstance(leaf, bool))):
+            raise c.fail(made, _short(leaf) + where, NUMBERS)
+        array = np.asarray(leaf)
+        if array.dtype.kind not in "biuf":
+            raise c.fail(made, _short(array) + where, f"{NUMBERS} (bool, integer or float)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(array.astype(np.float32)) if array.dtype.kind == "f" else np.zeros(array.shape, bool)
+        if array.dtype.kind in "iu" and array.size:
+            bad = (array < np.iinfo(np.int32).min) | (array > np.iinfo(np.int32).max)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
+            value, count = (array[first] if array.ndim else array).item(), int(bad.sum())
+            kind = "beyond int32" if array.dtype.kind in "iu" else "non-finite in float32"
+            raise c.fail(
+                made,
+                f"an array of shape {array.shape}{where} with {count:,} value{'s' if count > 1 else ''} {kind}, "
+                f"the first {value!r} at index {first}",
+                "finite numbers the models can compute with (float32, int32): a NaN or inf in the data would be reported as "
+                "the models diverging",
+            )
+
+
+def _check_eval_sets(c: Checker, made: str, data: Any, shape: tuple) -> None:
+    """The eval sets that the default evaluate() averages over: x [n, *input_shape] and y [n, ...], n >= 1."""
+    sets = data.get("eval") if isinstance(data, dict) else None
+    if not isinstance(sets, dict):
+        return  # named below, with what the default evaluate() reads
+    for name, value in sets.items():
+        if not (isinstance(value, tuple) and len(value) == 2):
+            continue  # named below, with what an eval set is
+        x, y = (np.asarray(a) for a in value)
+        entry = f"['eval'][{name!r}]"
+        if x.ndim < 1 or tuple(x.shape[1:]) != shape:
+            raise c.fail(
+                made, f"{entry} with x of shape {x.shape}", f"x of shape [n, {', '.join(map(str, shape))}] (input_shape() = {shape})"
+            )
+        if y.ndim < 1 or len(y) != len(x):
+            raise c.fail(
+                made, f"{entry} with x of shape {x.shape} and y of shape {y.shape}", "as many targets as inputs (len(y) == len(x))"
+            )
+        if not len(x):
+            raise c.fail(made, f"{entry} with no samples", "at least one sample in every eval set (its mean would be 0 / 0)")
 
 
 def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, key: jax.Array, step: jax.Array, batch_size: int) -> None:

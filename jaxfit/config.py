@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import re
 import tomllib
 import traceback
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import tomli_w
 
 from jaxfit import optim as optim_tables
@@ -258,7 +260,7 @@ def _merge(defaults: dict, override: dict) -> dict:
     return merged
 
 
-def _check_run(cfg: Config) -> None:
+def _check_run(cfg: Config, given: frozenset[str] = frozenset()) -> None:
     """Checks that need more than one key (the engine's, then the experiment's own)."""
     train = cfg.train
     steps = cfg.task.steps_per_epoch(train.batch_size)
@@ -277,7 +279,85 @@ def _check_run(cfg: Config) -> None:
             raise fail(f"groups.{group.name}.model.init", list(group.model.init), "each init scheme at most once")
         if hasattr(group.optim, "check"):
             group.optim.check(f"groups.{group.name}.optim")
+        _check_numbers(group, cfg.steps_per_epoch, given)
+    _check_copies(cfg.groups)
     cfg.task.check(cfg)
+
+
+def _check_numbers(group: Group, steps_per_epoch: int, given: frozenset[str]) -> None:
+    """Every sweep axis of a group without repeated values (as float32, what models compute in: a
+    repeat trains copies that the statistics would count as seeds), and no value the group cannot
+    read: swept (its cells would be identical models), or set for it on the command line (it
+    would do nothing). A single value a file gives is taken: a config's [optim] table serves
+    groups of several schedules, and a run's own config.toml spells every value out."""
+    numbers = optim_tables.hyperparameters(group)
+    for key, value in numbers.items():
+        if isinstance(value, tuple):
+            rounded = [float(np.float32(v)) for v in value]
+            twice = next(((value[rounded.index(r)], value[i]) for i, r in enumerate(rounded) if r in rounded[:i]), None)
+            if twice is not None:
+                same = f"{twice[0]!r} is given twice" if twice[0] == twice[1] else f"{twice[0]!r} and {twice[1]!r} are one float32"
+                raise fail(
+                    f"groups.{group.name}.{key}",
+                    list(value),
+                    f"{same} (models compute in float32): each value of a sweep axis at most once, or its models' copies would be "
+                    "counted as seeds",
+                )
+    unread = optim_tables.unread(group, steps_per_epoch)
+    read = ", ".join(k for k in numbers if k not in unread) or "none of them"
+    for key in unread:
+        table, name = key.split(".")
+        value = getattr(getattr(group, table), name)
+        default = next(f.default for f in dataclasses.fields(getattr(group, table)) if f.name == name)
+        if isinstance(value, tuple) or ({key, f"groups.{group.name}.{key}"} & given and value != default):
+            what = "sweep" if isinstance(value, tuple) else "set"
+            raise fail(
+                f"groups.{group.name}.{key}",
+                list(value) if isinstance(value, tuple) else value,
+                f"cannot change any model of group {group.name!r}: its optim {group.optim.name!r} and schedule "
+                f"{group.schedule.name!r} never read it (they read {read}); {what} it only for the groups that read it "
+                f"(--set groups.NAME.{key}=...), or leave it out",
+            )
+
+
+def _cells(group: Group) -> list[tuple[str, str]]:
+    """A group's cells (init scheme x swept numbers), each as the text of its resolved tables
+    with numbers rounded to float32: two equal texts train the same models."""
+
+    def text(table: Any, chosen: dict) -> str:
+        values = {f.name: chosen.get(f.name, getattr(table, f.name)) for f in dataclasses.fields(table)}
+        return repr({k: float(np.float32(v)) if isinstance(v, float) else v for k, v in values.items()})
+
+    swept = {k: v for k, v in optim_tables.hyperparameters(group).items() if isinstance(v, tuple)}
+    out = []
+    for init in group.model.init:
+        for values in itertools.product(*swept.values()):
+            chosen = dict(zip(swept, values))
+            tables = [
+                text(dataclasses.replace(group.model, init=(init,)), {}),
+                *(
+                    text(getattr(group, t), {k.split(".")[1]: v for k, v in chosen.items() if k.startswith(t + ".")})
+                    for t in ("optim", "schedule")
+                ),
+            ]
+            label = ", ".join([f"init {init!r}", *(f"{k}={v:g}" for k, v in chosen.items())])
+            out.append((" | ".join(tables), label))
+    return out
+
+
+def _check_copies(groups: Sequence[Group]) -> None:
+    """No two groups with a cell in common: their models would be copies counted as distinct."""
+    seen: dict[str, str] = {}
+    for group in groups:
+        for text, label in _cells(group):
+            if text in seen and seen[text] != group.name:
+                raise fail(
+                    f"groups.{group.name}",
+                    label,
+                    f"these models are the same as those of group {seen[text]!r} (same model, optim and schedule): copies would be counted "
+                    "as distinct models; give each group settings of its own, or drop one",
+                )
+            seen[text] = group.name
 
 
 def _import_experiment(spec: Any, base: Path) -> str:
@@ -307,9 +387,10 @@ def authors_traceback(error: BaseException) -> str:
     return "Traceback (the experiment's code):\n" + "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {error}\n"
 
 
-def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
+def from_dict(raw: dict, name: str, base: Path | None = None, given: frozenset[str] = frozenset()) -> Config:
     """Build and validate a `Config` from a parsed TOML document; `base` is the folder that a
-    relative `experiment` file is found in (the config file's)."""
+    relative `experiment` file is found in (the config file's); `given`: the keys a command line
+    set (`given_keys`), which must each change some model of every group they reach."""
     raw = copy.deepcopy(raw)
     known = {"name", "seed", "experiment", "task", "train", "sweep", "execution", "logging", "groups", *DEFAULT_TABLES}
     for key in raw:
@@ -356,7 +437,7 @@ def from_dict(raw: dict, name: str, base: Path | None = None) -> Config:
     execution = _build(Execution, raw.get("execution", {}), "execution")
     logging = _build(Logging, raw.get("logging", {}), "logging")
     cfg = Config(run_name, seed, task, train, sweep, tuple(groups), execution, experiment, logging)
-    _check_run(cfg)
+    _check_run(cfg, given)
     return cfg
 
 
@@ -417,6 +498,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def given_keys(overrides: Sequence[str]) -> frozenset[str]:
+    """Every key that `--set` overrides name, a table's keys spelt out (`schedule={gamma=0.5}`
+    gives `schedule.gamma`)."""
+
+    def paths(key: str, value: Any) -> list[str]:
+        return [p for k, v in value.items() for p in paths(f"{key}.{k}", v)] if isinstance(value, dict) else [key]
+
+    keys = []
+    for item in overrides:
+        key, _, text = item.partition("=")
+        keys += paths(key.strip(), parse_value(text.strip()))
+    return frozenset(keys)
+
+
 def load(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     """Find, parse, override and validate a config."""
     path = find(name_or_path)
@@ -427,7 +522,7 @@ def load(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise fail("--config", str(path), f"cannot be read ({error})") from None
     default_name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-") or "run"
-    return from_dict(apply_overrides(raw, list(overrides)), default_name, path.parent)
+    return from_dict(apply_overrides(raw, list(overrides)), default_name, path.parent, given_keys(overrides))
 
 
 def to_dict(cfg: Config) -> dict:

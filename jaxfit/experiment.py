@@ -122,11 +122,13 @@ def uses_epoch_order(task: Any) -> bool:
 
 def run_data(task: Any, eval_chunk: int) -> Any:
     """An experiment's fixed arrays as the engine passes them into jit: with a `sampler`,
-    `data()` with each eval set of its "eval" entry cut into chunks (`make_eval_set`); with
-    `batch`, `data(eval_chunk)` as the experiment made it."""
-    if not uses_sampler(task):
-        return task.data(eval_chunk)
-    data = task.data()
+    `data()` `chunked`; with `batch`, `data(eval_chunk)` as the experiment made it."""
+    return chunked(task.data(), eval_chunk) if uses_sampler(task) else task.data(eval_chunk)
+
+
+def chunked(data: Any, eval_chunk: int) -> Any:
+    """`data()` as the engine passes it into jit: each eval set of its "eval" entry cut into
+    chunks of `eval_chunk` samples (`make_eval_set`); anything else as it is."""
     if (
         isinstance(data, dict)
         and isinstance(data.get("eval"), dict)

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import optax
+from jax.extend import core as jax_core
 
 from jaxfit.fields import Sweep, bounded, fail
 
@@ -264,6 +265,43 @@ def hyperparameters(group: Any) -> dict[str, float | tuple[float, ...]]:
             if isinstance(value, float) or (isinstance(value, tuple) and value and isinstance(value[0], float)):
                 out[f"{table}.{f.name}"] = value
     return out
+
+
+DERIVED = {"schedule.log_gamma": "schedule.gamma"}  # a number per_model computes on the host -> the config key it comes from
+
+
+def unread(group: Any, steps_per_epoch: int) -> list[str]:
+    """The numeric fields of a group's optimiser and schedule (`hyperparameters`) that cannot change
+    any of its models: neither the learning rate nor an update of its optax chain depends on them
+    (e.g. optim.lr under a CyclicLR, which sets the rate itself). Traced, nothing computed; a field
+    whose dependence cannot be traced counts as read."""
+    numbers = per_model({k: v[0] if isinstance(v, tuple) else v for k, v in hyperparameters(group).items()})
+    names = list(numbers)
+    params = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}  # any tree: every optimiser here is elementwise
+
+    def step(values: list[jax.Array], count: jax.Array) -> Any:
+        hp = dict(zip(names, values))
+        lr = learning_rate(group, hp, count, steps_per_epoch)
+        tx = chain(group, hp, lr)
+        updates, state = tx.update(params, tx.init(params), params)
+        return lr, updates, state
+
+    try:
+        closed = jax.make_jaxpr(step)([jnp.float32(v) for v in numbers.values()], jnp.int32(0))
+    except Exception:  # noqa: BLE001 -- an optimiser of one's own that needs other shapes: nothing refused
+        return []
+    used = _used_inputs(closed.jaxpr)
+    read = {DERIVED.get(name, name) for name, use in zip(names, used) if use}
+    return [key for key in hyperparameters(group) if key not in read]
+
+
+def _used_inputs(jaxpr: Any) -> list[bool]:
+    """Which inputs of a jaxpr its outputs depend on (an equation's outputs depend on all its inputs)."""
+    used = {v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in used for v in eqn.outvars):
+            used.update(v for v in eqn.invars if not isinstance(v, jax_core.Literal))
+    return [v in used for v in jaxpr.invars[: len(jaxpr.invars) - 1]]  # the last input is the step count
 
 
 def per_model(numbers: dict[str, Any]) -> dict[str, Any]:

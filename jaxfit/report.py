@@ -33,6 +33,7 @@ Files (each written atomically: temp file + rename):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -272,12 +273,13 @@ def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
     """One table across finished runs: a row per run and set of models that differ only in seed
     (group, init, swept values), with success rates and Wilson intervals where the run has a
     threshold; and the cells' histories for `draw_comparison`."""
-    rows, cells = [], []
+    rows, cells, tasks = [], [], {}
     names = _run_names(dirs)
     for name, folder in zip(names, dirs):
         cfg, summary, history, _ = read_files(folder)
         models = summary["models"]
         view = RunView.of(cfg, summary["run"], models)
+        tasks[name] = (cfg["task"], view.monitor)
         monitor, coords = view.monitor, coordinate_columns(models)
         x, values = history["step"], history[monitor]
         for row, index in zip(set_rows(models, [f"{monitor}_final"], view.stop_at, monitor), model_sets(models).values()):
@@ -285,7 +287,24 @@ def compare(dirs: list[Path]) -> tuple[str, list[dict]]:
             label = " ".join([name, *(str(v) for k, v in row.items() if k in coords)])
             cells.append({"label": label, "monitor": monitor, "step": x, "values": values[index]})
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    return f"# {len(dirs)} run{'s' * (len(dirs) != 1)} compared\n\n" + markdown_table(rows, columns) + "\n", cells
+    head = f"# {len(dirs)} run{'s' * (len(dirs) != 1)} compared\n\n" + "".join(f"{line}\n\n" for line in _different_tasks(tasks))
+    return head + markdown_table(rows, columns) + "\n", cells
+
+
+def _different_tasks(tasks: dict[str, tuple[dict, str]]) -> list[str]:
+    """A line saying so when the runs compared are of different experiments (or of one experiment
+    with different [task] tables): their rows then measure different things."""
+    by_name: dict[str, list[str]] = {}
+    for run, (task, monitor) in tasks.items():
+        by_name.setdefault(f"{task['name']} (monitor {monitor})", []).append(run)
+    if len(by_name) > 1:
+        parts = "; ".join(f"{what}: {', '.join(runs)}" for what, runs in by_name.items())
+        return [f"**Different experiments** -- {parts}. Their numbers measure different things; compare rows of one experiment only."]
+    tables = {json.dumps(task, sort_keys=True) for task, _ in tasks.values()}
+    if len(tables) > 1:
+        keys = sorted({k for task, _ in tasks.values() for k in task if len({json.dumps(t.get(k)) for t, _ in tasks.values()}) > 1})
+        return [f"**One experiment, different [task] tables** (they differ in {', '.join(f'task.{k}' for k in keys)}): different data."]
+    return []
 
 
 def _run_names(dirs: list[Path]) -> list[str]:

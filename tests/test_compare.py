@@ -30,7 +30,8 @@ def test_several_runs_make_one_table_and_one_figure(tmp_path, stepfit_run, capsy
     reached = sum(m["reached"] for m in models)
     low, high = report.wilson_interval(reached, len(models))
     assert f"| wide | torch_default | {len(models)} | {reached}/{len(models)} [{low:.2f}, {high:.2f}] |" in table
-    assert "optim.lr" in table.splitlines()[2] and "| 0.01 |" in table  # the swept value is a column
+    assert table.splitlines()[2].startswith("**Different experiments** -- stepfit (monitor val_loss)")  # stepfit and sumsq
+    assert "optim.lr" in table.splitlines()[4] and "| 0.01 |" in table  # the swept value is a column
     assert before == {p: p.read_bytes() for p in stepfit_run.iterdir() if p.is_file()}
     assert report.main([str(stepfit_run), str(twin), "--out", str(stepfit_run)]) == 2  # never into a run
     assert report.main([str(stepfit_run), str(tmp_path)]) == 2  # not a run

@@ -35,9 +35,9 @@ def test_overrides_and_round_trip(tmp_path):
 
 
 def test_a_default_override_reaches_every_group_and_a_group_override_one():
-    cfg = config.load("stepfit", ["optim.lr=0.2", "groups.wide.optim.lr=[0.05, 0.1]"])
+    cfg = config.load("stepfit", ["optim.momentum=0.5", "groups.wide.optim.momentum=[0.8, 0.9]"])
     narrow, wide = cfg.groups
-    assert narrow.optim.lr == 0.2 and wide.optim.lr == (0.05, 0.1)
+    assert narrow.optim.momentum == 0.5 and wide.optim.momentum == (0.8, 0.9)
 
 
 BAD_INPUTS = [

@@ -302,7 +302,7 @@ def test_no_intact_checkpoint_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args",
     [
-        [*STEPFIT, "--set", "optim.lr=[0.1, 10000.0]"],  # some models diverge
+        [*STEPFIT, "--set", "groups.narrow.optim.lr=[0.1, 10000.0]"],  # some models diverge
         [*STEPFIT, "--set", "train.stop_at=10"],  # every model stops at step 0, never trained
         [*SUMSQ, "--set", "optim.lr=[1e-4, 1e30]"],  # sumsq models diverge
         [*SUMSQ, "--set", "sweep.n_seeds=1", "--set", "model.init=he", "--set", "optim.lr=1e30"],  # all of them

@@ -137,8 +137,8 @@ def test_wilson_interval_and_clusters():
 @pytest.mark.parametrize(
     "overrides",
     [
-        ['groups.narrow.optim={name="adam", lr=0.01}', 'groups.wide.optim={name="adam", lr=0.01}'],
-        ["optim.momentum=0.9", "optim.lr=0.01", "model.activation=relu"],
+        ['groups.narrow.optim={name="adam", lr=0.01}', 'groups.wide.optim={name="adam"}'],  # wide's CyclicLR sets its rate
+        ["optim.momentum=0.9", "groups.narrow.optim.lr=0.01", "model.activation=relu"],
         ['schedule={name="step", step_size=100, gamma=0.5, interval="step"}'],
     ],
     ids=["adam", "sgd-momentum-relu", "step-decay"],
