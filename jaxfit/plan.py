@@ -157,16 +157,17 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
 
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def compiler_options(device: jax.Device) -> dict[str, str]:
-    """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots only. XLA:CPU
-    hands an elementwise or reduce fusion of 4,096 elements or more to YNNPACK, which rounds it
-    otherwise than XLA's own code, so a model's last bits would depend on how many models share
-    its block (and compaction could not shrink a block freely); its dots round alike at every
-    size (measured: tests/test_invariance.py; results/BENCHMARKS.md). Per program, so a user's
-    own jax code keeps XLA's defaults."""
+    """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots and reductions,
+    not elementwise fusions. By default XLA:CPU hands an elementwise fusion of 4,096 elements or
+    more to YNNPACK, which rounds it otherwise than XLA's own code, so a model's last bits would
+    depend on how many models share its block (and compaction could not shrink a block freely);
+    with elementwise work left to XLA every size rounds alike (measured: tests/test_invariance.py;
+    results/BENCHMARKS.md), and YNNPACK's reductions keep sumsq's speed. Per program, so a
+    user's own jax code keeps XLA's defaults."""
     return dict(CPU_OPTIONS) if device.platform == "cpu" else {}
 
 
