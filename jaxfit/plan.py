@@ -157,10 +157,10 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
 
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+CPU_OPTIONS: dict[str, str | bool] = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-def compiler_options(device: jax.Device) -> dict[str, str]:
+def compiler_options(device: jax.Device) -> dict[str, str | bool]:
     """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots and reductions,
     not elementwise fusions. By default XLA:CPU hands an elementwise fusion of 4,096 elements or
     more to YNNPACK, which rounds it otherwise than XLA's own code, so a model's last bits would
