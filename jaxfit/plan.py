@@ -157,26 +157,23 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
 
-CPU_OPTIONS: dict[str, str | bool] = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+YNN_MIN_ELEMENTS = 4096  # XLA on a CPU hands an operation this large to YNNPACK (xla/backends/cpu/ynn_support.cc)
 
 
-def compiler_options(device: jax.Device) -> dict[str, str | bool]:
-    """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots and reductions,
-    not elementwise fusions. By default XLA:CPU hands an elementwise fusion of 4,096 elements or
-    more to YNNPACK, which rounds it otherwise than XLA's own code, so a model's last bits would
-    depend on how many models share its block (and compaction could not shrink a block freely);
-    with elementwise work left to XLA every size rounds alike (measured: tests/test_invariance.py;
-    results/BENCHMARKS.md), and YNNPACK's reductions keep sumsq's speed. Per program, so a
-    user's own jax code keeps XLA's defaults."""
-    return dict(CPU_OPTIONS) if device.platform == "cpu" else {}
+def same_sums(block: int, other: int, sums: list[tuple[int, int]]) -> bool:
+    """Whether blocks of `block` and `other` models round every sum alike on a CPU. XLA sums an
+    array of at least YNN_MIN_ELEMENTS elements through YNNPACK and a smaller one itself, in
+    another order (the last bits differ), so a model's sums depend on its block's size where a
+    sum crosses that size between the two. `sums`: (elements per model, elements shared) of each
+    sum (`Trainer.sums`). Every other operation was measured to give the same bits both ways."""
+    return all((block * e + c >= YNN_MIN_ELEMENTS) == (other * e + c >= YNN_MIN_ELEMENTS) for e, c in sums)
 
 
 def bucket(active: int, per_device: int) -> int:
     """How many models per device a chunk runs for `active` still-training models of a device
     holding `per_device` (compaction): the smallest of 2, 3 and m * 2**k (m = 4..7) that holds
     them -- sizes at most 25 % apart, so that a run compiles a handful of programs, not one per
-    count -- or `per_device` (all of them) when that is no larger; 0 when none is active. A
-    model's numbers do not depend on the size (`compiler_options`)."""
+    count -- or `per_device` (all of them) when that is no larger; 0 when none is active."""
     if active == 0:
         return 0
     size = 2

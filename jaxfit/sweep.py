@@ -153,8 +153,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
         init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False
     )
     try:
-        options = plan.compiler_options(device)
-        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile(compiler_options=options)
+        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
         states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), init_fn.out_info)
         programs: dict[tuple[int, int | None], Any] = {}
 
@@ -169,9 +168,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
                     check_vma=False,
                 )
                 jitted = jax.jit(fn, donate_argnums=0, out_shardings=per_model)
-                programs[group, size] = jitted.lower(states[group], coords[group], data, jnp.int32(0), pick).compile(
-                    compiler_options=options
-                )
+                programs[group, size] = jitted.lower(states[group], coords[group], data, jnp.int32(0), pick).compile()
             return programs[group, size]
 
         chunk_start = time.perf_counter()
@@ -205,13 +202,13 @@ def compact_mode() -> str:
 class Compaction:
     """Which models each group's next chunk runs. After each chunk the host counts a group's
     models still training on each device; its next chunk runs only those (`plan.on_picked`), in
-    the smallest bucket that holds them (`plan.bucket`), when the seconds that saves over the
-    chunks left (a chunk's time taken as proportional to its models) exceed a compile's (the
-    last one measured; a size compiled before is free). Stopped models keep their state where it
-    is, so checkpoints, trackers and files see every model; a model's numbers do not depend on
-    the models beside it (`plan.compiler_options`), so no bit changes. On a CPU only: elsewhere
-    a model's bits may depend on its block (not measured on a GPU yet). `record()` says what it
-    did, for the run's files."""
+    a block of a bucketed size (`plan.bucket`) that rounds every sum as the whole group's block
+    does (`plan.same_sums`), when the seconds that saves over the chunks left (a chunk's time
+    taken as proportional to its models) exceed a compile's (the last one measured; a size
+    compiled before is free). Stopped models keep their state where it is, so checkpoints,
+    trackers and files see every model; a model's numbers do not depend on the models beside
+    it, so no bit changes. On a CPU only: elsewhere a model's bits may depend on its block
+    (issue 29). `record()` says what it did, for the run's files."""
 
     def __init__(self, prepared: Prepared, mode: str):
         self.prepared, self.mode = prepared, mode if jax.devices()[0].platform == "cpu" else "never"
@@ -222,6 +219,22 @@ class Compaction:
         self.compile_estimate = prepared.chunk_compile_s / max(n_groups, 1)
         self.switches: list[dict[str, Any]] = []
         self.declined: dict[str, Any] | None = None
+        self.sums: dict[int, list[tuple[int, int]]] = {}  # per group, traced when first needed
+
+    def fitting(self, group: int, active: int) -> int | None:
+        """The fewest models per device that hold `active` and round as the whole block does;
+        None: all of them."""
+        n, footprint = self.prepared.per_device[group], self.prepared.footprints[group]
+        device = jax.devices()[0]
+        size = plan.bucket(active, n)
+        while 0 < size < n:
+            if group not in self.sums:
+                self.sums[group] = self.prepared.trainers[group].sums(self.prepared.coords[group], self.prepared.data)
+            blocks = plan.models_per_block(*footprint, size, device), plan.models_per_block(*footprint, n, device)
+            if plan.same_sums(*blocks, self.sums[group]):
+                return size
+            size = plan.bucket(size + 1, n)
+        return None if size == n else size
 
     def choose(self, group: int, active: np.ndarray, chunks_left: int, step: int) -> None:
         """The group's size for its next chunk, compiling a program where it pays."""
@@ -231,7 +244,12 @@ class Compaction:
         most = int(active.reshape(-1, n).sum(axis=1).max())
         models = lambda size: n if size is None or size == n else size  # noqa: E731
         saving = lambda size: self.chunk_s[group] * (1 - models(size) / models(current)) * chunks_left  # noqa: E731
-        wanted = None if plan.bucket(most, n) == n else plan.bucket(most, n)
+        smallest = plan.bucket(most, n)  # no fitting size is smaller: if even it cannot pay, skip tracing the sums
+        if self.mode == "auto" and models(smallest) < models(current) and (group, smallest) not in self.compiled:
+            if smallest != 0 and saving(smallest) <= self.compile_estimate:
+                self.declined = {"step": step, "group": name, "saving_s": saving(smallest), "compile_s": self.compile_estimate}
+                return
+        wanted = self.fitting(group, most)
         if wanted == current:
             return
         known = wanted == 0 or (group, wanted) in self.compiled
