@@ -4,6 +4,7 @@ import numpy as np, jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxfit import config, plan, sweep
 from tests.test_invariance import own_leaves
+if "recip" in sys.argv: exec(open("adam_recip.py").read())
 steps, k1, k2 = sys.argv[1:4]
 def forced(k):
     def m(step_bytes):

@@ -3,6 +3,8 @@ import numpy as np, jax, jax.numpy as jnp
 from functools import partial
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxfit import config, plan, train, checks
+import sys
+if "recip" in sys.argv: exec(open("adam_recip.py").read())
 cfg = config.load("/work/main/examples/spirals.toml", ["sweep.n_seeds=3"])
 g = plan.expand(cfg)[0]
 step = train.make_step(cfg, g.group)
