@@ -143,12 +143,10 @@ def _subnet_forward(x, kept, params, slope, keep):
 def _subnet_backward(slope, keep, residuals, cotangent):
     x, positive, kept, params = residuals
     fc1, fc2 = params["fc1"], params["fc2"]
-    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep,
-    # as one [width, positions] x [positions, 2] dot: a dot's order is fixed by its own shape
-    # (XLA:CPU's reductions are not: they go to YNNPACK or not by the size of the whole block)
-    gate = _activation_gate(jnp.ones(positive.shape, x.dtype), positive, kept, slope).reshape(positive.shape[0], -1)
-    terms = jnp.stack([(cotangent * x).reshape(-1), cotangent.reshape(-1)], axis=1)
-    u, v = (jnp.dot(gate, terms, precision=jax.lax.Precision.HIGHEST) / keep).T
+    positions = tuple(range(1, x.ndim + 1))
+    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep
+    u = jnp.sum(_activation_gate((cotangent * x)[None], positive, kept, slope), axis=positions) / keep
+    v = jnp.sum(_activation_gate(cotangent[None], positive, kept, slope), axis=positions) / keep
     w1, b1, w2 = fc1["kernel"][0], fc1["bias"], fc2["kernel"][:, 0]
     d_params = {
         "fc1": {"kernel": (w2 * u)[None, :], "bias": w2 * v},

@@ -67,7 +67,7 @@ def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
         "optax_version": optax.__version__,
         "platform": device.platform,
         "device": getattr(device, "device_kind", str(device)),
-        "n_devices": result.timing["n_devices"],
+        "n_devices": jax.device_count(),
         "n_models": sum(g.n_models for g in result.groups),
         "steps": train.total_steps(cfg),
         "steps_per_epoch": cfg.steps_per_epoch,

@@ -5,7 +5,7 @@ CPU's caches or a device's memory), and whether the run fits in memory at all.""
 from __future__ import annotations
 
 import itertools
-import os
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxfit import config, optim, train
+from jaxfit import optim, train
 from jaxfit.config import Config, Group
 
 
@@ -46,32 +46,22 @@ def padded(per_model: Any, n_devices: int = 1) -> Any:
 
 
 def expand(cfg: Config) -> list[GroupModels]:
-    """Every group's models, in the order init scheme x swept numbers x seed (seed fastest);
-    only those `sweep.models` names (by their index in the whole sweep) when it names any, and
-    then only the groups holding one."""
-    out, start = [], 0
-    picked = set(cfg.sweep.models)
+    """Every group's models, in the order init scheme x swept numbers x seed (seed fastest)."""
+    out = []
     for group in cfg.groups:
         numbers = optim.hyperparameters(group)
         swept = {k: v for k, v in numbers.items() if isinstance(v, tuple)}
         labels, seed_index, init_index = [], [], []
         hp: dict[str, list[float]] = {}
-        index = start
         for init_i, init in enumerate(group.model.init):
             for values in itertools.product(*swept.values()):
                 chosen = dict(zip(swept, values))
                 for seed in range(cfg.sweep.n_seeds):
-                    index += 1
-                    if picked and index - 1 not in picked:
-                        continue
                     labels.append({"group": group.name, "seed": seed, "init": init, **chosen})
                     seed_index.append(seed)
                     init_index.append(init_i)
                     for k, v in optim.per_model(numbers | chosen).items():
                         hp.setdefault(k, []).append(v)
-        start = index
-        if not labels:
-            continue
         coords = train.Coords(
             np.asarray(seed_index, np.int32),
             np.asarray(init_index, np.int32),
@@ -85,48 +75,10 @@ class TooLarge(Exception):
     """The run would not fit in memory; the message gives the estimate (one line)."""
 
 
-OWN_CPU_DEVICES = False  # whether use_every_core chose the CPU device count (the user did not)
-CPU_BYTES_PER_DEVICE = 16 * 2**10  # a core per this much of a step's arrays (Trainer.footprint x models): results/BENCHMARKS.md
-
-
-NO_FMA = "--xla_cpu_max_isa=AVX"  # XLA:CPU fuses a multiply and an add into one rounding (FMA) where they share a fusion
-
-
-def use_every_core() -> None:
-    """On a CPU (called when this module is imported, before jax starts its devices): no fused
-    multiply-adds, and one jax device per core. XLA fuses a multiply with the add it feeds
-    wherever both land in one fusion, and which fusions form depends on the whole program, so
-    with FMAs a model's last bits would depend on its neighbours; without AVX2, LLVM has no FMA
-    to form. XLA runs each device's program on one thread of its own, so a run can shard its
-    models over the cores (`mesh`); no number depends on it (tests/test_invariance.py). The
-    device count is left as it is where the user chose one (XLA_FLAGS'
-    --xla_force_host_platform_device_count, JAX_NUM_CPU_DEVICES) or jax has started."""
-    global OWN_CPU_DEVICES
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_max_isa" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {NO_FMA}".strip()
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices >= 0:
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-        OWN_CPU_DEVICES = True
-    except RuntimeError:  # jax has started: its devices stay
-        pass
-
-
-use_every_core()
-
-
-def mesh(step_bytes: int) -> tuple[NamedSharding, NamedSharding, int]:
-    """A 1-D mesh over the devices a run uses (all hosts' under jax.distributed): the models
-    axis is sharded across it, the data replicated. `step_bytes` is the run's optimiser-step
-    footprint (every model's largest array): on the CPU cores of `use_every_core` a run takes a
-    core per CPU_BYTES_PER_DEVICE of it, as a core's thread costs more than it gives to models
-    that small; every device the user asked for otherwise."""
-    devices = jax.devices()
-    if OWN_CPU_DEVICES and devices[0].platform == "cpu" and jax.process_count() == 1:
-        devices = devices[: max(1, min(len(devices), step_bytes // CPU_BYTES_PER_DEVICE))]
-    mesh = Mesh(np.asarray(devices), ("models",))
+def mesh() -> tuple[NamedSharding, NamedSharding, int]:
+    """A 1-D mesh over every visible device (all hosts' under jax.distributed): the models
+    axis is sharded across it, the data replicated."""
+    mesh = Mesh(np.asarray(jax.devices()), ("models",))
     return NamedSharding(mesh, P("models")), NamedSharding(mesh, P()), mesh.size
 
 
@@ -138,7 +90,11 @@ def fetch(tree: Any) -> Any:
 
 def count_models(cfg: Config) -> int:
     """How many models the config trains (before any padding), without listing them."""
-    return len(cfg.sweep.models) or sum(config.group_sizes(cfg))
+    total = 0
+    for group in cfg.groups:
+        swept = [v for v in optim.hyperparameters(group).values() if isinstance(v, tuple)]
+        total += cfg.sweep.n_seeds * len(group.model.init) * math.prod(len(v) for v in swept)
+    return total
 
 
 HOST_BYTES_PER_MODEL = 4096  # labels, coordinates and the summary entry of one model on the host
@@ -201,27 +157,23 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
 
-CPU_OPTIONS: dict[str, str | bool] = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+YNN_MIN_ELEMENTS = 4096  # XLA on a CPU hands an operation this large to YNNPACK (xla/backends/cpu/ynn_support.cc)
 
 
-def compiler_options(device: jax.Device) -> dict[str, str | bool]:
-    """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots only. By
-    default XLA:CPU also hands every reduction or elementwise fusion of 4,096 elements or more
-    (the whole block's, not one model's) to YNNPACK, which sums and rounds otherwise than XLA's
-    own code, so a model's last bits would depend on how many models share its block. A dot's
-    order is fixed by one model's shapes whatever the block (the models axis is its batch axis),
-    so with dots alone in YNNPACK every block size gives a model the same numbers (tested:
-    tests/test_invariance.py, tests/test_compaction.py); the speed is in results/BENCHMARKS.md.
-    Per program, so a user's own jax code keeps XLA's defaults."""
-    return dict(CPU_OPTIONS) if device.platform == "cpu" else {}
+def same_sums(block: int, other: int, sums: list[tuple[int, int]]) -> bool:
+    """Whether blocks of `block` and `other` models round every sum alike on a CPU. XLA sums an
+    array of at least YNN_MIN_ELEMENTS elements through YNNPACK and a smaller one itself, in
+    another order (the last bits differ), so a model's sums depend on its block's size where a
+    sum crosses that size between the two. `sums`: (elements per model, elements shared) of each
+    sum (`Trainer.sums`). Every other operation was measured to give the same bits both ways."""
+    return all((block * e + c >= YNN_MIN_ELEMENTS) == (other * e + c >= YNN_MIN_ELEMENTS) for e, c in sums)
 
 
 def bucket(active: int, per_device: int) -> int:
     """How many models per device a chunk runs for `active` still-training models of a device
     holding `per_device` (compaction): the smallest of 2, 3 and m * 2**k (m = 4..7) that holds
     them -- sizes at most 25 % apart, so that a run compiles a handful of programs, not one per
-    count -- or `per_device` (all of them) when that is no larger; 0 when none is active. A
-    model's numbers do not depend on the size (`compiler_options`)."""
+    count -- or `per_device` (all of them) when that is no larger; 0 when none is active."""
     if active == 0:
         return 0
     size = 2

@@ -212,11 +212,14 @@ class Trainer(NamedTuple):
     """What `make_train` builds for a group: `init(coords, data, given_params)` and
     `run_chunk(states, coords, data, first_interval)` for a block of its models, and
     `footprint(coords, data)`: the bytes of the largest array one model holds in an optimiser
-    step and in an evaluation (from the traced programs; nothing runs; `plan.models_per_block`)."""
+    step and in an evaluation (from the traced programs; nothing runs; `plan.models_per_block`);
+    `sums(coords, data)`: the sums of a chunk, each as (elements per model, elements shared by
+    the block) (`plan.same_sums`)."""
 
     init: Callable
     run_chunk: Callable
     footprint: Callable[[Coords, RunData], tuple[int, int]]
+    sums: Callable[[Coords, RunData], list[tuple[int, int]]]
 
 
 class Setup(NamedTuple):
@@ -280,6 +283,15 @@ def _size(var: Any) -> int:
 def largest_array_bytes(fn: Callable, *args: Any) -> int:
     """The largest array that `fn(*args)` computes, in bytes, from its jaxpr (nested ones too)."""
     return max((_size(v) * v.aval.dtype.itemsize for eqn in equations(fn, *args) for v in eqn.outvars if _size(v)), default=0)
+
+
+SUMS = ("reduce_sum", "cumsum", "reduce_window_sum", "reduce_prod", "cumprod")  # results that depend on the order of their terms
+
+
+def sum_sizes(fn: Callable, *args: Any) -> list[int]:
+    """The element count of every sum `fn(*args)` computes (its largest operand or result), in
+    program order: XLA on a CPU sums in an order that depends on it (see `plan.same_sums`)."""
+    return [max(map(_size, [*eqn.invars, *eqn.outvars])) for eqn in equations(fn, *args) if eqn.primitive.name in SUMS]
 
 
 def evaluate(s: Setup, params: Any, data: RunData) -> dict[str, jax.Array]:
@@ -488,11 +500,25 @@ def footprint(s: Setup, coords: Coords, data: RunData) -> tuple[int, int]:
     return step, largest_array_bytes(s.evaluate_one, state.params, data)
 
 
+def sums(s: Setup, coords: Coords, data: RunData) -> list[tuple[int, int]]:
+    """Every sum of a block's chunk as (elements per model, elements shared): traced for blocks
+    of 8 and 16 models (the same program but for the models axis), sizes compared."""
+
+    def traced(n: int) -> list[int]:
+        block = jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), coords)
+        states = jax.eval_shape(partial(init_block, s), block, data)
+        return sum_sizes(partial(run_chunk, s), states, block, data, jnp.int32(0))
+
+    eight, sixteen = traced(8), traced(16)
+    assert len(eight) == len(sixteen)  # vmap traces the same program for every block size
+    return [((b - a) // 8, a - (b - a)) for a, b in zip(eight, sixteen)]
+
+
 def make_train(cfg: Config, group: Group) -> Trainer:
     """init, run_chunk and footprint for a block of `group`'s models (a leading models axis on
     every coordinate and state leaf); see the module docstring and the functions above."""
     s = make_setup(cfg, group)
-    return Trainer(partial(init_block, s), partial(run_chunk, s), partial(footprint, s))
+    return Trainer(partial(init_block, s), partial(run_chunk, s), partial(footprint, s), partial(sums, s))
 
 
 def chunk_intervals(cfg: Config) -> int:
