@@ -1,4 +1,8 @@
-import sys, jax, numpy as np
+import sys
+
+import jax
+import numpy as np
+
 r = np.random.default_rng(0)
 a, b, c = (r.standard_normal(100000).astype(np.float32) for _ in range(3))
 f = jax.jit(lambda a, b, c: a * b + c)
