@@ -1,16 +1,14 @@
-"""Sums in an order fixed by one model's own shapes, whatever else the program holds.
+"""Measurement device (issue 35, session 19), not part of jaxfit: sums in an order fixed by one
+model's own shapes. A re-implementation, with other rules, of ../cpu-2core-session14/
+fixed_sums_and_dots.py; kept as written because it is what speed2.log measured (README.md).
 
-XLA may sum the terms of a reduction or of a dot's contraction in any order, and on a CPU the
-order it picks depends on more than the operands' shapes: the size of the whole block (which
-YNNPACK gets, `plan.compiler_options`) and the program around it (a `[5001, 8] @ [8, 1]` dot was
-compiled as a batched mat-mul in one program and as a mat-vec in another, each summing its 8
-terms in its own order). A model's numbers must not depend on its neighbours, so `fixed_order`
-rewrites each per-model function before it is vmapped: every floating-point `reduce_sum` becomes
-pairwise elementwise adds (`kernels.fixed_order_sum`), and so does every `dot_general` that
-YNNPACK would not run (a matrix-vector product, or all sizes under 8). Elementwise adds are
-never reassociated by XLA. Dots YNNPACK runs keep their own order, fixed by their shapes (the
-models axis is their batch axis). The rewrite is a jaxpr interpreter (JAX's "Writing custom
-Jaxpr interpreters") that enters nested jaxprs: scans, while loops, conds, jits.
+`fixed_order(fn)` rewrites a per-model function before it is vmapped: every floating-point
+`reduce_sum` becomes pairwise elementwise adds (`kernels.fixed_order_sum`), and so does every
+`dot_general` that YNNPACK would not run (a matrix-vector product, or all sizes under 8). Dots
+YNNPACK runs keep their own order. It was written on the guess that XLA's own dot emitters summed
+a `[5001, 8] @ [8, 1]` dot differently in two programs; that guess was wrong (the difference
+was FMAs: README.md). The rewrite is a jaxpr interpreter (JAX's "Writing custom Jaxpr
+interpreters") that enters nested jaxprs: scans, while loops, conds, jits.
 """
 
 from __future__ import annotations
