@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,15 @@ def _unretrieved(record: logging.LogRecord) -> bool:
     return "exception was never retrieved" not in str(record.msg)
 
 
+def _quiet_after_failed_write() -> None:
+    """After a failed write the run stops with one line; orbax's threads may still finish
+    failing later (their error logs, their tracebacks, their abandoned coroutines and futures),
+    so from here on those reports are dropped: the absl filter held during the write stays."""
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    logging.getLogger("asyncio").addFilter(_unretrieved)
+    threading.excepthook = lambda args: None
+
+
 class _HeldLogs(logging.Filter):
     """Holds orbax's error records while a checkpoint is written; `release` logs them after all
     (the write succeeded), else they are dropped: the failure is reported in one line."""
@@ -100,12 +110,10 @@ class Checkpoints:
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(states), meta=ocp.args.JsonSave(meta)), force=True)
         except Exception as error:  # noqa: BLE001 -- orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)
-            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)  # orbax's abandoned writes
-            logging.getLogger("asyncio").addFilter(_unretrieved)  # ... and their futures, reported when collected
+            _quiet_after_failed_write()
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise OSError(f"checkpoint {step} could not be written ({type(error).__name__}: {first})") from None
-        finally:
-            logging.getLogger("absl").removeFilter(held)
+        logging.getLogger("absl").removeFilter(held)
         held.release()
 
     def restore(self, like: Any) -> tuple[Any, dict]:
