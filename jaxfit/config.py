@@ -63,6 +63,7 @@ class Train:
     stop_at: float | None = bounded(None)  # a model stops once its monitored metric reaches this (val_loss <= it by default)
     eval_batch_size: int = bounded(10000, gt=0)  # eval sets are evaluated in chunks of this many samples
     history_points: int = bounded(200, gt=1)  # past 1,000 intervals: log-spaced steps kept in history.npz
+    every_step: bool = False  # also keep every step's train loss, learning rate and gradient norm (steps.npz); changes no number
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,12 @@ class Logging:
 
 @dataclass(frozen=True)
 class SweepAxes:
-    """Seeds: model k of a group uses seed index k % n_seeds; every key derives from it."""
+    """Seeds: model k of a group uses seed index k % n_seeds; every key derives from it.
+    `models`: train only these of the sweep's models (their indices in summary.json's models
+    list, as `python -m jaxfit.replay` does); empty: all of them."""
 
     n_seeds: int = bounded(1, gt=0)
+    models: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -281,7 +285,28 @@ def _check_run(cfg: Config, given: frozenset[str] = frozenset()) -> None:
             group.optim.check(f"groups.{group.name}.optim")
         _check_numbers(group, cfg.steps_per_epoch, given)
     _check_copies(cfg.groups)
+    _check_models(cfg)
     cfg.task.check(cfg)
+
+
+def group_sizes(cfg: Config) -> list[int]:
+    """How many models each group of the whole sweep has (seeds x init schemes x swept values),
+    `sweep.models` aside."""
+    sizes = []
+    for group in cfg.groups:
+        swept = [v for v in optim_tables.hyperparameters(group).values() if isinstance(v, tuple)]
+        sizes.append(cfg.sweep.n_seeds * len(group.model.init) * int(np.prod([len(v) for v in swept])))
+    return sizes
+
+
+def _check_models(cfg: Config) -> None:
+    """`sweep.models`: indices of the whole sweep's models, each at most once."""
+    picked, total = cfg.sweep.models, sum(group_sizes(cfg))
+    bad = [i for i in picked if not 0 <= i < total]
+    if bad:
+        raise fail("sweep.models", list(picked), f"{bad[0]} is not a model of this sweep: its {total} models are 0 to {total - 1}")
+    if len(set(picked)) != len(picked):
+        raise fail("sweep.models", list(picked), "each model at most once")
 
 
 def _check_numbers(group: Group, steps_per_epoch: int, given: frozenset[str]) -> None:

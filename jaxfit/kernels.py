@@ -5,7 +5,8 @@ measures each side by side; the figures, and the devices deleted once they stopp
 results/BENCHMARKS.md):
 
 - SharedScalarSubnet (subnet_apply) for nn.vmap of a shared one-input subnet.
-- counter_bits (a murmur3 counter hash) for threefry bits in dropout masks.
+- counter_bits (a murmur3 counter hash) for threefry bits in dropout masks, and step_uniform
+  for threefry's uniform draws of a step's fresh batch.
 - apply_mask's custom VJP (the forward pass's mask kept) for autodiff of the select.
 - fixed_order_sum for XLA's reductions: kept for what it guarantees, not for speed (it is a few
   per cent slower): a model's numbers do not depend on how many models run beside it.
@@ -40,31 +41,52 @@ def fixed_order_sum(values: jax.Array) -> jax.Array:
     return values[..., 0]
 
 
+def _mix(h: jax.Array) -> jax.Array:
+    """murmur3's 32-bit finaliser: a bijection of uint32 with full avalanche."""
+    h = h ^ (h >> 16)
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _hashed_counters(words: jax.Array, shape: tuple[int, ...], offset: int) -> jax.Array:
+    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + np.uint32(offset)
+    return _mix(_mix(index * np.uint32(0x9E3779B9) + words[0]) ^ words[1])
+
+
 def counter_bits(key: jax.Array, shape: tuple[int, ...], offset: int = 0) -> jax.Array:
     """Uniform uint32 bits for every element of `shape`: murmur3's 32-bit finaliser applied
     twice to (counter, key), a counter-based generator about ten times cheaper than threefry on
     CPU (dropout in the shared-subnet model draws ~100k numbers per step). Elements are counters offset, offset + 1,
     ...: draws from one key on disjoint counter ranges are independent. Keys come from Flax's
     rng streams (threefry), so streams stay independent across steps and models."""
+    return _hashed_counters(jax.random.key_data(key).astype(jnp.uint32).reshape(-1), shape, offset)
 
-    def mix(h):
-        h = h ^ (h >> 16)
-        h = h * np.uint32(0x85EBCA6B)
-        h = h ^ (h >> 13)
-        h = h * np.uint32(0xC2B2AE35)
-        return h ^ (h >> 16)
 
+def step_uniform(key: jax.Array, step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """U[0, 1) float32 for every element of `shape` at global step `step`, with torch.rand's
+    24 bits: `counter_bits` of the key with the step mixed into its second word (a bijection of
+    the step, so no two steps of a run draw alike) -- in place of `jax.random.uniform` of
+    `fold_in(key, step)`, whose threefry rounds were ~40 % of a ten-model step of a tiny net
+    (issue 28's profile). Integer arithmetic only: the same bits on every backend."""
     words = jax.random.key_data(key).astype(jnp.uint32).reshape(-1)
-    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + np.uint32(offset)
-    return mix(mix(index * np.uint32(0x9E3779B9) + words[0]) ^ words[1])
+    words = words.at[1].set(words[1] ^ _mix(jnp.asarray(step).astype(jnp.uint32) * np.uint32(0x2545F491) + np.uint32(0x6A09E667)))
+    return (_hashed_counters(words, shape, 0) >> 8).astype(jnp.float32) * np.float32(2.0**-24)
+
+
+def dropout_scale(keep: float, dtype: Any = jnp.float32) -> jax.Array:
+    """torch's dropout scale 1 / (1 - p), rounded to `dtype` once and multiplied in (as torch
+    does: `noise.div_(1 - p)`, then `input * noise`): a product, not a division per element."""
+    return jnp.asarray(1.0 / keep, dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def apply_mask(x: jax.Array, kept: jax.Array, keep: float) -> jax.Array:
-    """where(kept, x / keep, 0), differentiated with the mask kept from the forward pass: left
+    """where(kept, x * (1 / keep), 0), differentiated with the mask kept from the forward pass: left
     to itself XLA recomputes the mask's hash in the backward pass (measured ~10 % slower for
     the shared-subnet model than storing the bool mask)."""
-    return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+    return jnp.where(kept, x * dropout_scale(keep, x.dtype), jnp.zeros_like(x))
 
 
 def _apply_mask_forward(x: jax.Array, kept: jax.Array, keep: float) -> tuple[jax.Array, jax.Array]:
@@ -135,7 +157,7 @@ def _subnet_forward(x, kept, params, slope, keep):
     positive = pre > 0
     if slope == 0.0 and kept is not None:  # one mask: kept and positive
         positive, kept = positive & kept, None
-    hidden = _activation_gate(pre / jnp.asarray(keep, x.dtype), positive, kept, slope)
+    hidden = _activation_gate(pre * dropout_scale(keep, x.dtype), positive, kept, slope)
     out = sum_leading(_per_unit(fc2["kernel"][:, 0], x) * hidden) + fc2["bias"][0]
     return out, (x, positive, kept, params)
 
@@ -143,8 +165,10 @@ def _subnet_forward(x, kept, params, slope, keep):
 def _subnet_backward(slope, keep, residuals, cotangent):
     x, positive, kept, params = residuals
     fc1, fc2 = params["fc1"], params["fc2"]
+    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep,
+    # as one [width, positions] x [positions, 2] dot: a dot's order is fixed by its own shape
+    # (XLA:CPU's reductions are not: they go to YNNPACK or not by the size of the whole block)
     positions = tuple(range(1, x.ndim + 1))
-    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep
     u = jnp.sum(_activation_gate((cotangent * x)[None], positive, kept, slope), axis=positions) / keep
     v = jnp.sum(_activation_gate(cotangent[None], positive, kept, slope), axis=positions) / keep
     w1, b1, w2 = fc1["kernel"][0], fc1["bias"], fc2["kernel"][:, 0]

@@ -67,7 +67,7 @@ def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
         "optax_version": optax.__version__,
         "platform": device.platform,
         "device": getattr(device, "device_kind", str(device)),
-        "n_devices": jax.device_count(),
+        "n_devices": result.timing["n_devices"],
         "n_models": sum(g.n_models for g in result.groups),
         "steps": train.total_steps(cfg),
         "steps_per_epoch": cfg.steps_per_epoch,
@@ -97,6 +97,14 @@ def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
     return out
 
 
+def step_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
+    """steps.npz (train.every_step): `step` [steps] and each of train.STEP_METRICS as
+    [models, steps], models in summary.json's order; NaN where a model took no step."""
+    names = result.states[0].per_step
+    out = {name: np.concatenate([np.asarray(s.per_step[name]) for s in result.states]) for name in names}
+    return {"step": np.arange(next(iter(out.values())).shape[1]), **out}
+
+
 def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> str:
     """Write every file of a run into `out`; return the summary table."""
     out = Path(out)
@@ -108,6 +116,8 @@ def write_run(out: Path | str, cfg: config_lib.Config, result: sweep.Result) -> 
     history = pack_history(history_arrays(cfg, result), set_indices(models))
     atomic_write(out / "history.npz", lambda f: np.savez_compressed(f, **history), binary=True)  # type: ignore[arg-type]  # numpy's stub
     atomic_write(out / "params.npz", lambda f: np.savez_compressed(f, **params_arrays(result)), binary=True)  # type: ignore[arg-type]
+    if result.states[0].per_step:
+        atomic_write(out / "steps.npz", lambda f: np.savez_compressed(f, **step_arrays(result)), binary=True)  # type: ignore[arg-type]
     return redraw(out)
 
 

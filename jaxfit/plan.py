@@ -5,8 +5,9 @@ CPU's caches or a device's memory), and whether the run fits in memory at all.""
 from __future__ import annotations
 
 import itertools
-import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxfit import optim, train
+from jaxfit import config, optim, train
 from jaxfit.config import Config, Group
 
 
@@ -46,22 +47,32 @@ def padded(per_model: Any, n_devices: int = 1) -> Any:
 
 
 def expand(cfg: Config) -> list[GroupModels]:
-    """Every group's models, in the order init scheme x swept numbers x seed (seed fastest)."""
-    out = []
+    """Every group's models, in the order init scheme x swept numbers x seed (seed fastest);
+    only those `sweep.models` names (by their index in the whole sweep) when it names any, and
+    then only the groups holding one."""
+    out, start = [], 0
+    picked = set(cfg.sweep.models)
     for group in cfg.groups:
         numbers = optim.hyperparameters(group)
         swept = {k: v for k, v in numbers.items() if isinstance(v, tuple)}
         labels, seed_index, init_index = [], [], []
         hp: dict[str, list[float]] = {}
+        index = start
         for init_i, init in enumerate(group.model.init):
             for values in itertools.product(*swept.values()):
                 chosen = dict(zip(swept, values))
                 for seed in range(cfg.sweep.n_seeds):
+                    index += 1
+                    if picked and index - 1 not in picked:
+                        continue
                     labels.append({"group": group.name, "seed": seed, "init": init, **chosen})
                     seed_index.append(seed)
                     init_index.append(init_i)
                     for k, v in optim.per_model(numbers | chosen).items():
                         hp.setdefault(k, []).append(v)
+        start = index
+        if not labels:
+            continue
         coords = train.Coords(
             np.asarray(seed_index, np.int32),
             np.asarray(init_index, np.int32),
@@ -75,11 +86,93 @@ class TooLarge(Exception):
     """The run would not fit in memory; the message gives the estimate (one line)."""
 
 
-def mesh() -> tuple[NamedSharding, NamedSharding, int]:
-    """A 1-D mesh over every visible device (all hosts' under jax.distributed): the models
-    axis is sharded across it, the data replicated."""
-    mesh = Mesh(np.asarray(jax.devices()), ("models",))
+OWN_CPU_DEVICES = False  # whether use_every_core chose the CPU device count (the user did not)
+CPU_BYTES_PER_DEVICE = 16 * 2**10  # a core per this much of a step's arrays (Trainer.footprint x models): results/BENCHMARKS.md
+
+
+def use_every_core() -> None:
+    """On a CPU (called when this module is imported, before jax starts its devices): one jax
+    device per core, so that a run can spread its models over the cores (`mesh`, `EachDevice`):
+    XLA runs each device's program on a thread of its own. The count is left as it is where the
+    user chose one (XLA_FLAGS' --xla_force_host_platform_device_count, JAX_NUM_CPU_DEVICES) or
+    jax has started."""
+    global OWN_CPU_DEVICES
+    chosen = jax.config.jax_num_cpu_devices  # type: ignore[attr-defined]  # a flag jax defines at run time
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or chosen >= 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        OWN_CPU_DEVICES = True
+    except RuntimeError:  # jax has started: its devices stay
+        pass
+
+
+use_every_core()
+
+
+def mesh(step_bytes: int) -> tuple[NamedSharding, NamedSharding, int]:
+    """A 1-D mesh over the devices a run uses (all hosts' under jax.distributed): the models
+    axis is sharded across it, the data replicated. `step_bytes` is the run's optimiser-step
+    footprint (every model's largest array): on the CPU cores of `use_every_core` a run takes a
+    core per CPU_BYTES_PER_DEVICE of it, as a core's thread costs more than it gives to models
+    that small; every device the user asked for otherwise."""
+    devices = jax.devices()
+    if OWN_CPU_DEVICES and devices[0].platform == "cpu" and jax.process_count() == 1:
+        devices = devices[: max(1, min(len(devices), step_bytes // CPU_BYTES_PER_DEVICE))]
+    mesh = Mesh(np.asarray(devices), ("models",))
     return NamedSharding(mesh, P("models")), NamedSharding(mesh, P()), mesh.size
+
+
+def _on(leaf: Any, device: jax.Device) -> Any:
+    """`leaf`'s part on `device`: its models there if it is split over the models axis, all of
+    it if replicated (as an abstract value too); a number elsewhere, copied there."""
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        return leaf
+    shape = sharding.shard_shape(leaf.shape)
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
+    here = [s.data for s in leaf.addressable_shards if s.device == device]
+    return here[0] if here else jax.device_put(leaf, device)  # a number on another device
+
+
+class EachDevice:
+    """`fn` compiled as a one-device program for each of this process's devices of the models
+    axis' sharding `per_model`, and run on every device's share of the models (the devices run
+    at once: jax dispatches asynchronously), the results put back together sharded as the
+    models were. Not one SPMD program: XLA compiles a partitioned program otherwise than a
+    one-device one and with it otherwise for each share's size (a division by a per-model scalar
+    becomes a reciprocal's product in one and not the other, its multiply-adds fuse otherwise),
+    so a model's last bits would depend on the device count and its neighbours; a one-device
+    program gives a model the same bits whatever the block's size (tests/test_invariance.py)."""
+
+    def __init__(self, fn: Callable, per_model: NamedSharding, args: tuple, options: dict[str, Any], donate: bool = False):
+        self.per_model = per_model
+        self.devices = [d for d in per_model.mesh.devices.flat if d.process_index == jax.process_index()]
+        jitted = jax.jit(fn, donate_argnums=0 if donate else ())
+        lowered = [jitted.lower(*jax.tree.map(lambda a, d=d: _on(a, d), args)) for d in self.devices]
+        with ThreadPoolExecutor(len(lowered)) as pool:  # XLA compiles outside the GIL: the devices' programs at once
+            self.programs = list(pool.map(lambda program: program.compile(compiler_options=options), lowered))
+
+    def __call__(self, *args: Any) -> Any:
+        parts = [jax.tree.map(lambda a, d=d: _on(a, d), args) for d in self.devices]  # all, before a donation deletes one
+        outs = [program(*part) for program, part in zip(self.programs, parts)]
+        n = self.per_model.mesh.size
+        return jax.tree.map(
+            lambda *parts: jax.make_array_from_single_device_arrays((parts[0].shape[0] * n, *parts[0].shape[1:]), self.per_model, parts),
+            *outs,
+        )
+
+    def memory_analysis(self) -> Any:
+        return self.programs[0].memory_analysis()
+
+    @property
+    def out_info(self) -> Any:
+        """The results' shapes and types (the whole models axis), sharded like the models."""
+        n = self.per_model.mesh.size
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct((s.shape[0] * n, *s.shape[1:]), s.dtype, sharding=self.per_model), self.programs[0].out_info
+        )
 
 
 def fetch(tree: Any) -> Any:
@@ -90,11 +183,7 @@ def fetch(tree: Any) -> Any:
 
 def count_models(cfg: Config) -> int:
     """How many models the config trains (before any padding), without listing them."""
-    total = 0
-    for group in cfg.groups:
-        swept = [v for v in optim.hyperparameters(group).values() if isinstance(v, tuple)]
-        total += cfg.sweep.n_seeds * len(group.model.init) * math.prod(len(v) for v in swept)
-    return total
+    return len(cfg.sweep.models) or sum(config.group_sizes(cfg))
 
 
 HOST_BYTES_PER_MODEL = 4096  # labels, coordinates and the summary entry of one model on the host
@@ -157,23 +246,29 @@ def in_blocks(fn: Callable, block: int, per_model: Any, *shared: Any) -> Any:
     return jax.tree.map(lambda a: a.reshape(n_blocks * block, *a.shape[2:])[:n], out)
 
 
-YNN_MIN_ELEMENTS = 4096  # XLA on a CPU hands an operation this large to YNNPACK (xla/backends/cpu/ynn_support.cc)
+CPU_OPTIONS: dict[str, str | bool] = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
 
 
-def same_sums(block: int, other: int, sums: list[tuple[int, int]]) -> bool:
-    """Whether blocks of `block` and `other` models round every sum alike on a CPU. XLA sums an
-    array of at least YNN_MIN_ELEMENTS elements through YNNPACK and a smaller one itself, in
-    another order (the last bits differ), so a model's sums depend on its block's size where a
-    sum crosses that size between the two. `sums`: (elements per model, elements shared) of each
-    sum (`Trainer.sums`). Every other operation was measured to give the same bits both ways."""
-    return all((block * e + c >= YNN_MIN_ELEMENTS) == (other * e + c >= YNN_MIN_ELEMENTS) for e, c in sums)
+def compiler_options(device: jax.Device) -> dict[str, str | bool]:
+    """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots (each on its
+    own) and reductions, never elementwise fusions. XLA:CPU hands a reduction to YNNPACK when the
+    whole block's operand holds 4,096 elements or more, and YNNPACK sums otherwise than XLA's own
+    code; `own_sums.own_order` (applied to every per-model function train.py vmaps) keeps each
+    reduction on one side whatever the block, so a model's numbers are its own (tested:
+    tests/test_invariance.py, tests/test_compaction.py). An elementwise fusion in YNNPACK would
+    round a model's tanh or exp by the block's size, hence not in the list. Per program, so a
+    user's own jax code keeps XLA's defaults; the speed is in results/BENCHMARKS.md."""
+    return dict(CPU_OPTIONS) if device.platform == "cpu" else {}
 
 
 def bucket(active: int, per_device: int) -> int:
     """How many models per device a chunk runs for `active` still-training models of a device
     holding `per_device` (compaction): the smallest of 2, 3 and m * 2**k (m = 4..7) that holds
     them -- sizes at most 25 % apart, so that a run compiles a handful of programs, not one per
-    count -- or `per_device` (all of them) when that is no larger; 0 when none is active."""
+    count -- or `per_device` (all of them) when that is no larger; 0 when none is active. A
+    model's numbers do not depend on the size (`compiler_options`)."""
     if active == 0:
         return 0
     size = 2

@@ -31,13 +31,13 @@ class UsageError(Exception):
     """A bad command line; one line, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
         raise UsageError(f"{self.prog}: {message}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m jaxfit.run", description="Train every model of an experiment config in one jit-compiled call.")
+    parser = Parser(prog="python -m jaxfit.run", description="Train every model of an experiment config in one jit-compiled call.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a built-in config name (an unknown one lists them) or a path to a .toml file")
     source.add_argument("--resume", type=Path, metavar="DIR", help="continue the stopped run in DIR from its latest checkpoint")

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxfit import checkpoints as checkpoints_lib
@@ -103,6 +102,7 @@ class Prepared:
     program: Callable[[int, int | None], Any]  # (group, models per device or None for all) -> its compiled chunk
     trainers: list[train.Trainer]
     footprints: list[tuple[int, int]]  # Trainer.footprint of each group
+    per_model: Any  # the models axis' sharding over the run's devices (plan.mesh)
     per_device: list[int]  # each group's models on one device (padded)
     compile_s: float
     chunk_compile_s: float  # of the chunk programs of every model alone
@@ -116,20 +116,23 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     compile_cache.enable()
     device = jax.devices()[0]
     n_models = plan.count_models(cfg)
+    per_step = 2 * 4 * len(train.STEP_METRICS) * train.total_steps(cfg) if cfg.train.every_step else 0  # on the device and fetched
     plan.check_fits(
-        f"{n_models:,} models", n_models * plan.HOST_BYTES_PER_MODEL + cfg.task.host_bytes(), plan.available_memory(jax.devices("cpu")[0])
+        f"{n_models:,} models" + (" with train.every_step" if per_step else ""),
+        n_models * (plan.HOST_BYTES_PER_MODEL + per_step) + cfg.task.host_bytes(),
+        plan.available_memory(jax.devices("cpu")[0]),
     )
     groups = plan.expand(cfg)
-    per_model, replicated, n_devices = plan.mesh()
     models = list({repr(g.model): g.model for g in cfg.groups}.values())
     data = train.RunData(checks.check_returns(cfg.task, models, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed))
     if batches is not None:
         data = train.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
     trainers = [train.make_train(cfg, g.group) for g in groups]
+    footprints = [trainer.footprint(plan.padded(g.coords), data) for trainer, g in zip(trainers, groups)]
+    per_model, replicated, n_devices = plan.mesh(sum(f[0] * g.n_models for f, g in zip(footprints, groups)))
     coords = [plan.padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
     per_device = [len(c.seed_index) // n_devices for c in coords]
-    footprints = [trainer.footprint(c, data) for trainer, c in zip(trainers, coords)]
     coords, given = jax.device_put((coords, given), per_model)
     data = jax.device_put(data, replicated)
 
@@ -148,27 +151,17 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
             )
         return plan.on_picked(run, plan.models_per_block(*footprints[group], size, device), pick, (state, coords), data, first_interval)
 
-    # each device runs its own share of the models (in its blocks); the data is replicated
-    init_all = jax.shard_map(
-        init_all, mesh=per_model.mesh, in_specs=(P("models"), P("models"), P()), out_specs=P("models"), check_vma=False
-    )
     try:
-        init_fn = jax.jit(init_all, out_shardings=per_model).lower(coords, given, data).compile()
-        states = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=per_model), init_fn.out_info)
+        options = plan.compiler_options(device)
+        init_fn = plan.EachDevice(init_all, per_model, (coords, given, data), options)
+        states = init_fn.out_info
         programs: dict[tuple[int, int | None], Any] = {}
 
         def program(group: int, size: int | None) -> Any:
             if (group, size) not in programs:
                 pick = None if size is None else jax.ShapeDtypeStruct((size * n_devices,), jnp.int32, sharding=per_model)
-                fn = jax.shard_map(
-                    partial(chunk, group, size),
-                    mesh=per_model.mesh,
-                    in_specs=(P("models"), P("models"), P(), P(), P("models")),
-                    out_specs=P("models"),
-                    check_vma=False,
-                )
-                jitted = jax.jit(fn, donate_argnums=0, out_shardings=per_model)
-                programs[group, size] = jitted.lower(states[group], coords[group], data, jnp.int32(0), pick).compile()
+                args = (states[group], coords[group], data, jnp.int32(0), pick)
+                programs[group, size] = plan.EachDevice(partial(chunk, group, size), per_model, args, options, donate=True)
             return programs[group, size]
 
         chunk_start = time.perf_counter()
@@ -185,7 +178,9 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     needed = sum(m.argument_size_in_bytes + m.output_size_in_bytes for m in memory) + max((m.temp_size_in_bytes for m in memory), default=0)
     plan.check_fits(f"training {n_models:,} models ({device.device_kind})", needed, plan.available_memory(device))
     elapsed = time.perf_counter() - start
-    return Prepared(cfg, groups, coords, data, given, init_fn, program, trainers, footprints, per_device, elapsed, chunk_compile_s)
+    return Prepared(
+        cfg, groups, coords, data, given, init_fn, program, trainers, footprints, per_model, per_device, elapsed, chunk_compile_s
+    )
 
 
 COMPACT_ENV = "JAXFIT_COMPACT"  # auto (default), always, never: for tests and benchmarks; results do not depend on it
@@ -202,13 +197,13 @@ def compact_mode() -> str:
 class Compaction:
     """Which models each group's next chunk runs. After each chunk the host counts a group's
     models still training on each device; its next chunk runs only those (`plan.on_picked`), in
-    a block of a bucketed size (`plan.bucket`) that rounds every sum as the whole group's block
-    does (`plan.same_sums`), when the seconds that saves over the chunks left (a chunk's time
-    taken as proportional to its models) exceed a compile's (the last one measured; a size
-    compiled before is free). Stopped models keep their state where it is, so checkpoints,
-    trackers and files see every model; a model's numbers do not depend on the models beside
-    it, so no bit changes. On a CPU only: elsewhere a model's bits may depend on its block
-    (issue 29). `record()` says what it did, for the run's files."""
+    the smallest bucket that holds them (`plan.bucket`), when the seconds that saves over the
+    chunks left (a chunk's time taken as proportional to its models) exceed a compile's (the
+    last one measured; a size compiled before is free). Stopped models keep their state where it
+    is, so checkpoints, trackers and files see every model; a model's numbers do not depend on
+    the models beside it (`plan.compiler_options`), so no bit changes. On a CPU only: elsewhere
+    a model's bits may depend on its block (not measured on a GPU yet). `record()` says what it
+    did, for the run's files."""
 
     def __init__(self, prepared: Prepared, mode: str):
         self.prepared, self.mode = prepared, mode if jax.devices()[0].platform == "cpu" else "never"
@@ -219,22 +214,6 @@ class Compaction:
         self.compile_estimate = prepared.chunk_compile_s / max(n_groups, 1)
         self.switches: list[dict[str, Any]] = []
         self.declined: dict[str, Any] | None = None
-        self.sums: dict[int, list[tuple[int, int]]] = {}  # per group, traced when first needed
-
-    def fitting(self, group: int, active: int) -> int | None:
-        """The fewest models per device that hold `active` and round as the whole block does;
-        None: all of them."""
-        n, footprint = self.prepared.per_device[group], self.prepared.footprints[group]
-        device = jax.devices()[0]
-        size = plan.bucket(active, n)
-        while 0 < size < n:
-            if group not in self.sums:
-                self.sums[group] = self.prepared.trainers[group].sums(self.prepared.coords[group], self.prepared.data)
-            blocks = plan.models_per_block(*footprint, size, device), plan.models_per_block(*footprint, n, device)
-            if plan.same_sums(*blocks, self.sums[group]):
-                return size
-            size = plan.bucket(size + 1, n)
-        return None if size == n else size
 
     def choose(self, group: int, active: np.ndarray, chunks_left: int, step: int) -> None:
         """The group's size for its next chunk, compiling a program where it pays."""
@@ -244,12 +223,7 @@ class Compaction:
         most = int(active.reshape(-1, n).sum(axis=1).max())
         models = lambda size: n if size is None or size == n else size  # noqa: E731
         saving = lambda size: self.chunk_s[group] * (1 - models(size) / models(current)) * chunks_left  # noqa: E731
-        smallest = plan.bucket(most, n)  # no fitting size is smaller: if even it cannot pay, skip tracing the sums
-        if self.mode == "auto" and models(smallest) < models(current) and (group, smallest) not in self.compiled:
-            if smallest != 0 and saving(smallest) <= self.compile_estimate:
-                self.declined = {"step": step, "group": name, "saving_s": saving(smallest), "compile_s": self.compile_estimate}
-                return
-        wanted = self.fitting(group, most)
+        wanted = None if plan.bucket(most, n) == n else plan.bucket(most, n)
         if wanted == current:
             return
         known = wanted == 0 or (group, wanted) in self.compiled
@@ -291,7 +265,7 @@ class Compaction:
             return None
         rows = [np.flatnonzero(device) for device in active.reshape(-1, n)]
         return jax.device_put(
-            np.concatenate([np.pad(r, (0, size - len(r)), constant_values=n) for r in rows]).astype(np.int32), plan.mesh()[0]
+            np.concatenate([np.pad(r, (0, size - len(r)), constant_values=n) for r in rows]).astype(np.int32), self.prepared.per_model
         )
 
     def record(self) -> dict[str, Any]:
@@ -416,6 +390,7 @@ def train_prepared(
     n_models = sum(g.n_models for g in groups)
     own_steps = sum(int(np.sum(s.steps_done, dtype=np.int64)) for s in states)
     timing = {
+        "n_devices": prepared.per_model.mesh.size,
         "compile_s": compile_s,
         "run_s": run_s,
         "steps_run": steps_run,

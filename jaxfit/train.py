@@ -37,6 +37,7 @@ from jaxfit import optim
 from jaxfit.config import Config, Group
 from jaxfit.experiment import Task, module_of, template, uses_epoch_order, uses_sampler
 from jaxfit.kernels import scan
+from jaxfit.own_sums import own_order
 
 DATA_STREAM, DROPOUT_STREAM, INIT_STREAM = 0, 1, 2
 CANDIDATES = (2, 8)  # buffer sizes: models evaluated directly after an interval without evaluating the whole block
@@ -90,6 +91,7 @@ class ModelState:
     diverged_step: jax.Array  # step whose update was non-finite; -1 if never
     final: dict[str, jax.Array]  # metric_names of the last interval the model trained in
     history: dict[str, jax.Array]  # metric_names at the logged intervals, [n_logged + 1] (last slot: scratch)
+    per_step: dict[str, jax.Array]  # STEP_METRICS at every step, [total_steps] (train.every_step); else empty
 
 
 def doprint_steps(last: int) -> list[int]:
@@ -138,12 +140,15 @@ def _where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def make_step(cfg: Config, group: Group) -> Callable:
+STEP_METRICS = ("train_loss", "lr", "grad_norm")  # what train.every_step keeps of each step
+
+
+def make_step(cfg: Config, group: Group, with_step_metrics: bool = False) -> Callable:
     """One optimiser update of one model: `step(params, opt_state, x, y, step, coords) ->
     (new_params, new_opt_state, loss)`, loss being the task's train-mode loss before the
     update; the optimiser is the group's optax chain (`optim.chain`) with the schedule's
     learning rate at `step`. The trainer scans exactly this; the torch parity tests call it step
-    by step."""
+    by step. `with_step_metrics`: a fourth result, the step's STEP_METRICS (train.every_step)."""
     task = cfg.task
     module = module_of(task, group.model)
     steps_per_epoch = cfg.steps_per_epoch
@@ -161,6 +166,9 @@ def make_step(cfg: Config, group: Group) -> Callable:
         loss, grads = jax.value_and_grad(loss_fn)(params)
         lr = optim.learning_rate(group, coords.hp, step, steps_per_epoch)
         updates, opt_state = optim.chain(group, coords.hp, lr).update(grads, opt_state, params)
+        if with_step_metrics:
+            metrics = dict(zip(STEP_METRICS, (loss, lr, optax.tree.norm(grads))))
+            return optax.apply_updates(params, updates), opt_state, loss, metrics
         return optax.apply_updates(params, updates), opt_state, loss
 
     return step_fn
@@ -201,25 +209,23 @@ class Trained(NamedTuple):
     steps_done: jax.Array
     diverged_step: jax.Array
     loss_sum: jax.Array  # of the train-mode losses of the steps applied
+    per_step: dict[str, jax.Array]  # ModelState.per_step
 
     @classmethod
     def start(cls, state: ModelState) -> Trained:
         """An interval's starting point: the model as its state holds it, no loss summed yet."""
-        return cls(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0))
+        return cls(state.params, state.opt_state, state.active, state.steps_done, state.diverged_step, jnp.float32(0), state.per_step)
 
 
 class Trainer(NamedTuple):
     """What `make_train` builds for a group: `init(coords, data, given_params)` and
     `run_chunk(states, coords, data, first_interval)` for a block of its models, and
     `footprint(coords, data)`: the bytes of the largest array one model holds in an optimiser
-    step and in an evaluation (from the traced programs; nothing runs; `plan.models_per_block`);
-    `sums(coords, data)`: the sums of a chunk, each as (elements per model, elements shared by
-    the block) (`plan.same_sums`)."""
+    step and in an evaluation (from the traced programs; nothing runs; `plan.models_per_block`)."""
 
     init: Callable
     run_chunk: Callable
     footprint: Callable[[Coords, RunData], tuple[int, int]]
-    sums: Callable[[Coords, RunData], list[tuple[int, int]]]
 
 
 class Setup(NamedTuple):
@@ -253,7 +259,7 @@ def make_setup(cfg: Config, group: Group) -> Setup:
         group,
         task,
         module,
-        make_step(cfg, group),
+        make_step(cfg, group, with_step_metrics=cfg.train.every_step),
         template(module, task.input_shape()),
         jnp.asarray(logged_intervals(cfg), jnp.int32),
         task.val_bound(group.model, cfg.train.eval_batch_size),
@@ -283,15 +289,6 @@ def _size(var: Any) -> int:
 def largest_array_bytes(fn: Callable, *args: Any) -> int:
     """The largest array that `fn(*args)` computes, in bytes, from its jaxpr (nested ones too)."""
     return max((_size(v) * v.aval.dtype.itemsize for eqn in equations(fn, *args) for v in eqn.outvars if _size(v)), default=0)
-
-
-SUMS = ("reduce_sum", "cumsum", "reduce_window_sum", "reduce_prod", "cumprod")  # results that depend on the order of their terms
-
-
-def sum_sizes(fn: Callable, *args: Any) -> list[int]:
-    """The element count of every sum `fn(*args)` computes (its largest operand or result), in
-    program order: XLA on a CPU sums in an order that depends on it (see `plan.same_sums`)."""
-    return [max(map(_size, [*eqn.invars, *eqn.outvars])) for eqn in equations(fn, *args) if eqn.primitive.name in SUMS]
 
 
 def evaluate(s: Setup, params: Any, data: RunData) -> dict[str, jax.Array]:
@@ -333,13 +330,14 @@ def init_one(s: Setup, coords: Coords, data: RunData, given_params: Any = None) 
         diverged_step=jnp.int32(-1),
         final={"train_loss": jnp.float32(jnp.nan), **initial, "lr": lr0},
         history={name: jnp.full(s.n_logged + 1, jnp.nan, jnp.float32) for name in metric_names(initial)},
+        per_step={name: jnp.full(total_steps(s.cfg), jnp.nan, jnp.float32) for name in STEP_METRICS} if s.cfg.train.every_step else {},
     )
 
 
 def train_step(s: Setup, carry: Trained, step: jax.Array, x: jax.Array, y: jax.Array, coords: Coords) -> Trained:
     """One model's optimiser step on batch (x, y) at global step `step` (none for a frozen
     model, or past the last step; a non-finite result freezes the model without applying it)."""
-    new_params, new_opt_state, loss = s.step_fn(carry.params, carry.opt_state, x, y, step, coords)
+    new_params, new_opt_state, loss, *metrics = s.step_fn(carry.params, carry.opt_state, x, y, step, coords)
     finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)]))
     live = carry.active & (step < total_steps(s.cfg))
     update = live & finite
@@ -351,6 +349,9 @@ def train_step(s: Setup, carry: Trained, step: jax.Array, x: jax.Array, y: jax.A
         carry.steps_done + update,
         jnp.where(live & ~finite, step, carry.diverged_step),
         carry.loss_sum + jnp.where(update, loss, 0.0),
+        {name: carry.per_step[name].at[step].set(jnp.where(update, value, jnp.nan), mode="drop") for name, value in metrics[0].items()}
+        if metrics
+        else carry.per_step,
     )
 
 
@@ -409,7 +410,7 @@ def evaluate_where_needed(s: Setup, states: ModelState, trained: Trained, slot: 
     Hundreds of models crossing the threshold thus cost a few models' evaluations per
     interval, not the whole block's. A model's direct value is the same bits in every case
     (tests/test_piecewise.py)."""
-    evaluate_all = lambda: jax.vmap(s.evaluate_one, (0, None))(trained.params, data)  # noqa: E731
+    evaluate_all = lambda: jax.vmap(own_order(s.evaluate_one), (0, None))(trained.params, data)  # noqa: E731
     if s.bound is None:
         evals = evaluate_all()
         return evals, evals[s.task.monitor]
@@ -420,7 +421,7 @@ def evaluate_where_needed(s: Setup, states: ModelState, trained: Trained, slot: 
     def evaluate_few(slots: int) -> dict[str, jax.Array]:
         index = jnp.nonzero(needed, size=slots, fill_value=n_models)[0]  # the fill's n_models is dropped below
         params = jax.tree.map(lambda p: p[jnp.minimum(index, n_models - 1)], trained.params)
-        values = jax.vmap(s.evaluate_one, (0, None))(params, data)
+        values = jax.vmap(own_order(s.evaluate_one), (0, None))(params, data)
         return jax.tree.map(lambda e, v: e.at[index].set(v, mode="drop"), estimate, values)
 
     buffers = sorted({min(slots, n_models) for slots in CANDIDATES})
@@ -466,12 +467,13 @@ def record(
         diverged_step=trained.diverged_step,
         final={**final, monitor: jnp.where(diverged_now, evals[monitor], final[monitor])},
         history=history,
+        per_step=trained.per_step,
     )
 
 
 def run_interval(s: Setup, states: ModelState, interval: jax.Array, coords: Coords, data: RunData) -> ModelState:
     """A block's interval: every model's steps (vmapped), the evaluation where needed, the bookkeeping (vmapped)."""
-    trained = jax.vmap(partial(train_interval, s), (0, None, 0, None))(states, interval, coords, data)
+    trained = jax.vmap(own_order(partial(train_interval, s)), (0, None, 0, None))(states, interval, coords, data)
     slot = log_slot(s, interval)
     evals, ranking = evaluate_where_needed(s, states, trained, slot, data)
     return jax.vmap(partial(record, s), (0, 0, 0, 0, None, None, 0))(states, trained, evals, ranking, interval, slot, coords)
@@ -479,7 +481,7 @@ def run_interval(s: Setup, states: ModelState, interval: jax.Array, coords: Coor
 
 def init_block(s: Setup, coords: Coords, data: RunData, given_params: Any = None) -> ModelState:
     """The block's states before training."""
-    return jax.vmap(partial(init_one, s), (0, None, 0))(coords, data, given_params)
+    return jax.vmap(own_order(partial(init_one, s)), (0, None, 0))(coords, data, given_params)
 
 
 def run_chunk(s: Setup, states: ModelState, coords: Coords, data: RunData, first_interval: jax.Array) -> ModelState:
@@ -500,25 +502,11 @@ def footprint(s: Setup, coords: Coords, data: RunData) -> tuple[int, int]:
     return step, largest_array_bytes(s.evaluate_one, state.params, data)
 
 
-def sums(s: Setup, coords: Coords, data: RunData) -> list[tuple[int, int]]:
-    """Every sum of a block's chunk as (elements per model, elements shared): traced for blocks
-    of 8 and 16 models (the same program but for the models axis), sizes compared."""
-
-    def traced(n: int) -> list[int]:
-        block = jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), coords)
-        states = jax.eval_shape(partial(init_block, s), block, data)
-        return sum_sizes(partial(run_chunk, s), states, block, data, jnp.int32(0))
-
-    eight, sixteen = traced(8), traced(16)
-    assert len(eight) == len(sixteen)  # vmap traces the same program for every block size
-    return [((b - a) // 8, a - (b - a)) for a, b in zip(eight, sixteen)]
-
-
 def make_train(cfg: Config, group: Group) -> Trainer:
     """init, run_chunk and footprint for a block of `group`'s models (a leading models axis on
     every coordinate and state leaf); see the module docstring and the functions above."""
     s = make_setup(cfg, group)
-    return Trainer(partial(init_block, s), partial(run_chunk, s), partial(footprint, s), partial(sums, s))
+    return Trainer(partial(init_block, s), partial(run_chunk, s), partial(footprint, s))
 
 
 def chunk_intervals(cfg: Config) -> int:

@@ -1,5 +1,5 @@
-"""Compaction: once models stop, a group's chunks run only the models still training, in
-bucketed blocks that round every sum as the whole group's block does, and no bit changes --
+"""Compaction: once models stop, a group's chunks run only the models still training, in the
+smallest bucket that holds them, and no bit changes --
 every state leaf, whichever chunk the models stop in, through a resume and across processes."""
 
 from __future__ import annotations
@@ -52,31 +52,13 @@ def test_compaction_changes_no_bit(monkeypatch, uncompacted):
     compacted = run_with(monkeypatch, "always")
     switches = compacted.timing["compaction"]["switches"]
     assert {s["group"] for s in switches} == {"narrow", "wide"} and all(s["models"] < 8 for s in switches), switches
+    for switch in switches:  # each to the smallest bucket that holds the models still training then
+        group = next(i for i, g in enumerate(uncompacted.groups) if g.group.name == switch["group"])
+        state = uncompacted.states[group]
+        training = int(np.sum(np.asarray(state.active) | (np.asarray(state.steps_done) > switch["step"])))
+        assert switch["models"] == plan.bucket(training, 8), (switch, training)
     assert_same_states(uncompacted, compacted)
     assert compacted.timing["own_model_steps_per_s"] > 0
-
-
-def test_without_the_rounding_guard_compaction_would_change_bits(monkeypatch, uncompacted):
-    """What plan.same_sums prevents: a block of fewer than 6 wide models sums the [100, 8]
-    hidden-unit gradients below XLA's YNNPACK size and rounds them differently."""
-    monkeypatch.setattr(plan, "same_sums", lambda *_: True)
-    unguarded = run_with(monkeypatch, "always")
-    assert min(s["models"] for s in unguarded.timing["compaction"]["switches"] if s["group"] == "wide") < 6
-    with pytest.raises(AssertionError):
-        assert_same_states(uncompacted, unguarded)
-
-
-def test_the_guard_keeps_the_sums_of_the_whole_block():
-    cfg = config.load("stepfit", ["sweep.n_seeds=100"])
-    prepared = sweep.prepare(cfg)
-    compaction = sweep.Compaction(prepared, "always")
-    wide = [g.group.name for g in prepared.groups].index("wide")
-    sums = prepared.trainers[wide].sums(prepared.coords[wide], prepared.data)
-    assert (800, 0) in sums and (100, 0) in sums  # the [batch, width] and [batch, 1] gradient sums of one model
-    size = compaction.fitting(wide, 3)
-    assert size is not None and 41 <= size < 100  # 41 x 100 elements reach YNNPACK's 4,096, as 100 x 100 do
-    smaller = max(b for b in (plan.bucket(n, 100) for n in range(1, size)) if b < size)  # the bucket below it
-    assert plan.same_sums(size, 100, sums) and not plan.same_sums(smaller, 100, sums)
 
 
 def test_buckets():

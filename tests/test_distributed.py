@@ -25,7 +25,7 @@ def free_port() -> int:
 def together(*args: str, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
     """The same command in 2 processes (ids 1 and 0), waiting for both; `env`: added variables."""
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device per process
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": "1", **(env or {})}  # one CPU device per process
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "jaxfit.run", *args, "--distributed", f"localhost:{port},2,{i}"],

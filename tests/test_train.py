@@ -203,7 +203,7 @@ def test_blocks_are_as_large_as_the_caches_or_the_memory_allow():
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
     """sumsq with the faithful eval chunk of 2,000 samples: the compiled chunk's working memory
-    for 400 models is that of one block (it was 20x the 20 models' without blocks)."""
+    for 400 models is that of one block (without blocks, 10x the 20 models' on two devices)."""
 
     def temp_bytes(n_seeds: int) -> int:
         cfg = config.load("sumsq", ["task.n_samples=5000", "task.n_train=3000", "train.epochs=1", f"sweep.n_seeds={n_seeds}"])
@@ -211,7 +211,7 @@ def test_memory_does_not_grow_with_the_models_beyond_a_block(monkeypatch):
 
     few, many = temp_bytes(10), temp_bytes(200)
     monkeypatch.setattr(plan, "CPU_CACHE_BYTES", 1 << 40)
-    assert temp_bytes(200) > 10 * few  # what blocks prevent
+    assert temp_bytes(200) > 5 * few  # what blocks prevent
     assert many < 2 * few
 
 
@@ -232,16 +232,3 @@ def test_the_trainers_parts_are_functions_of_their_setup():
     after = train.train_step(s, train.Trained.start(state), jnp.int32(0), x, x, coords)
     assert not bool(after.active) and int(after.diverged_step) == 0 and int(after.steps_done) == 0
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(state.params)))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="XLA on a CPU sums an array of 4,096 elements or more through YNNPACK, in another order: issue 29")
-def test_a_model_does_not_depend_on_its_neighbours_across_the_ynnpack_size():
-    """A wide stepfit model among 3 (its [3, 100, 8] hidden-unit gradient sums below 4,096
-    elements) against among 8 (above): the last bits of its parameters differ today. The
-    engine keeps compaction on one side of that size (plan.same_sums); a run's own size it
-    cannot choose without changing committed numbers -- the fix belongs with issue 29's
-    batch invariance."""
-    few, more = run_small("stepfit", "sweep.n_seeds=3"), run_small("stepfit", "sweep.n_seeds=8")
-    for seed in range(3):
-        assert_same_model(model_arrays(few, "wide", {"seed": seed}), model_arrays(more, "wide", {"seed": seed}))

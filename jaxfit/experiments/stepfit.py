@@ -24,6 +24,7 @@ import numpy as np
 from jaxfit import analysis, plots, report
 from jaxfit.config import Config, bounded
 from jaxfit.experiment import EvalSet, Params, Task, make_eval_set, register
+from jaxfit.kernels import step_uniform
 
 # ----------------------------------------------------------------------------- config tables
 
@@ -98,7 +99,7 @@ class StepfitTask(Task):
             return lambda data, key, step: data["grid"]
 
         def fresh(data: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
-            x = jax.random.uniform(jax.random.fold_in(key, step), (batch_size, 1), jnp.float32)
+            x = step_uniform(key, step, (batch_size, 1))
             return x, self.target(x)
 
         return fresh

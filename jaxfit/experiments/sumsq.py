@@ -23,7 +23,7 @@ import numpy as np
 from jaxfit import plots, report
 from jaxfit.config import Config, bounded, fail
 from jaxfit.experiment import Params, Task, register
-from jaxfit.kernels import SharedScalarSubnet, dropout, dropout_mask
+from jaxfit.kernels import SharedScalarSubnet, dropout, dropout_mask, dropout_scale
 
 # ----------------------------------------------------------------------------- config tables
 
@@ -188,7 +188,7 @@ class Subnet(nn.Module):
         pre = nn.Dense(self.width, name="fc1")(x[:, None])
         hidden = jax.nn.relu(pre) if self.negative_slope == 0.0 else jnp.where(pre > 0, pre, self.negative_slope * pre)
         if kept is not None:
-            hidden = jnp.where(kept.T, hidden / keep, 0.0)
+            hidden = jnp.where(kept.T, hidden * dropout_scale(keep), 0.0)
         return nn.Dense(1, name="fc2")(hidden)[:, 0]
 
 

@@ -3,10 +3,10 @@
 import sys
 
 import numpy as np
-from tests.test_invariance import own_leaves
 
 from jaxfit import plan
 from tests.conftest import run_small
+from tests.test_invariance import own_leaves
 
 n1, n2 = int(sys.argv[1]), int(sys.argv[2])
 name = sys.argv[5] if len(sys.argv) > 5 else "stepfit"

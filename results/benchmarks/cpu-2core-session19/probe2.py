@@ -6,9 +6,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tests.test_invariance import own_leaves
 
 from jaxfit import config, plan, sweep
+from tests.test_invariance import own_leaves
 
 if "recip" in sys.argv:
     exec(open("adam_recip.py").read())
