@@ -10,6 +10,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from traceback import walk_tb
 from typing import Any
 
 import jax
@@ -63,13 +64,28 @@ def _unretrieved(record: logging.LogRecord) -> bool:
     return "exception was never retrieved" not in str(record.msg)
 
 
+def _from_orbax(traceback: Any) -> bool:
+    """Whether a traceback passes through orbax or tensorstore (a checkpoint thread's failure)."""
+    return any(part in frame.f_code.co_filename for frame, _ in walk_tb(traceback) for part in ("orbax", "tensorstore"))
+
+
 def _quiet_after_failed_write() -> None:
     """After a failed write the run stops with one line; orbax's threads may still finish
     failing later (their error logs, their tracebacks, their abandoned coroutines and futures),
-    so from here on those reports are dropped: the absl filter held during the write stays."""
+    so from here on those reports are dropped: the absl filter held during the write stays, and
+    a thread's exception is passed on to the previous hook unless it comes from orbax."""
     warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
     logging.getLogger("asyncio").addFilter(_unretrieved)
-    threading.excepthook = lambda args: None
+    if getattr(threading.excepthook, "jaxfit_filter", False):
+        return
+    previous = threading.excepthook
+
+    def excepthook(args: Any) -> None:
+        if not _from_orbax(args.exc_traceback):
+            previous(args)
+
+    excepthook.jaxfit_filter = True  # type: ignore[attr-defined]  # installed once
+    threading.excepthook = excepthook
 
 
 class _HeldLogs(logging.Filter):
@@ -113,6 +129,9 @@ class Checkpoints:
             _quiet_after_failed_write()
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise OSError(f"checkpoint {step} could not be written ({type(error).__name__}: {first})") from None
+        except BaseException:  # Ctrl-C during the write: its logs are the user's again
+            logging.getLogger("absl").removeFilter(held)
+            raise
         logging.getLogger("absl").removeFilter(held)
         held.release()
 

@@ -567,6 +567,29 @@ def test_a_disk_that_fills_inside_orbax_is_one_line_and_loses_nothing(tmp_path, 
     assert_same_files(stepfit_run, out)
 
 
+def test_after_a_failed_write_only_orbaxs_thread_failures_are_dropped(monkeypatch):
+    """A notebook's own thread that fails after a failed checkpoint write is still reported
+    (through the hook that was there before); an orbax thread's late failure is not."""
+    import threading
+
+    from jaxfit import checkpoints
+
+    seen: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(str(args.exc_value)))
+    checkpoints._quiet_after_failed_write()
+    orbax: dict = {}  # a function whose frames come from an orbax file, as orbax's threads' do
+    exec(compile("def fail(message):\n    raise ValueError(message)", "/site-packages/orbax/checkpoint/fake.py", "exec"), orbax)
+
+    def mine(message: str) -> None:
+        raise ValueError(message)
+
+    for target, message in ((mine, "mine"), (orbax["fail"], "orbax's")):
+        thread = threading.Thread(target=target, args=(message,))
+        thread.start()
+        thread.join()
+    assert seen == ["mine"]
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("where", ["name", "nested"])
 def test_an_out_name_too_long_for_the_filesystem_is_one_line(tmp_path, capsys, where):

@@ -110,3 +110,22 @@ def test_every_step_keeps_each_step_and_changes_no_number(tmp_path):
         if end <= taken:
             mean = np.mean(steps["train_loss"][0, end - 10 : end], dtype=np.float64)
             np.testing.assert_allclose(history["train_loss"][0, column], mean, rtol=1e-5)
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results" / "stepfit" / "faithful"
+
+
+@pytest.mark.slow
+def test_a_committed_runs_model_replays_bit_for_bit(tmp_path):
+    """The committed faithful stepfit run (20 models, 1,000,001 steps): the model that stops
+    first, trained alone, equals its entry and rows there."""
+    original = models(COMMITTED)
+    index = min((i for i, e in enumerate(original) if e["stop_step"] is not None), key=lambda i: original[i]["stop_step"])
+    out = tmp_path / "alone"
+    assert replay.main([str(COMMITTED), "--model", str(index), "--out", str(out), "--quiet"]) == 0
+    alone = models(out)
+    assert len(alone) == 1 and alone[0] == original[index]
+    expected, got = rows(COMMITTED, index, original), rows(out, 0, alone)
+    assert expected.keys() == got.keys() and expected
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], got[name], err_msg=name)
