@@ -58,6 +58,18 @@ def test_a_bad_model_index_is_one_line(tmp_path, capsys, args, words):
 
 
 @pytest.mark.bad_input
+@pytest.mark.parametrize("inside", [".", "sub", "sub/deeper", "../run/sub"])
+def test_an_out_inside_the_replayed_run_is_one_line_and_writes_nothing(tmp_path, capsys, inside):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text(config.to_toml(small("stepfit")))
+    assert replay.main([str(run_dir), "--model", "0", "--out", str(run_dir / inside)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "inside the run being replayed" in err, err
+    assert [p.name for p in run_dir.iterdir()] == ["config.toml"]
+
+
+@pytest.mark.bad_input
 def test_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     assert replay.main([str(tmp_path), "--model", "0"]) == 2
     err = capsys.readouterr().err.strip()
