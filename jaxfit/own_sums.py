@@ -11,7 +11,9 @@ train.py vmaps) so that no reduction can change sides with the block:
 - a smaller sum becomes `chunked_sum`, which XLA sees as sums over slices of the block, each
   under 4,096 elements, so it stays in XLA's own (fused) code every time;
 - a dot of two vectors, which XLA strength-reduces to a reduction (routed as above), is written
-  as their product and such a sum; other dots keep their order by their own shapes.
+  as their product and such a sum; matrix-vector dots keep their order by their own shapes.
+  Not yet: a matrix-matrix dot (a layer of several inputs and outputs over a batch of points)
+  is YNNPACK's, whose order depends on how many models share the block (examples/spirals).
 
 The routing that goes with it, dots and reductions to YNNPACK and nothing else, is
 `plan.CPU_OPTIONS`; tests/test_invariance.py checks the property.
