@@ -165,9 +165,8 @@ def _subnet_forward(x, kept, params, slope, keep):
 def _subnet_backward(slope, keep, residuals, cotangent):
     x, positive, kept, params = residuals
     fc1, fc2 = params["fc1"], params["fc2"]
-    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep,
-    # as one [width, positions] x [positions, 2] dot: a dot's order is fixed by its own shape
-    # (XLA:CPU's reductions are not: they go to YNNPACK or not by the size of the whole block)
+    # sums over positions of cotangent * x * act'(pre) * kept / keep, and of cotangent * act'(pre) * kept / keep
+    # (in a model's own order under own_sums.own_order, as every sum of the step)
     positions = tuple(range(1, x.ndim + 1))
     u = jnp.sum(_activation_gate((cotangent * x)[None], positive, kept, slope), axis=positions) / keep
     v = jnp.sum(_activation_gate(cotangent[None], positive, kept, slope), axis=positions) / keep

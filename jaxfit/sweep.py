@@ -223,7 +223,8 @@ class Compaction:
         most = int(active.reshape(-1, n).sum(axis=1).max())
         models = lambda size: n if size is None or size == n else size  # noqa: E731
         saving = lambda size: self.chunk_s[group] * (1 - models(size) / models(current)) * chunks_left  # noqa: E731
-        wanted = None if plan.bucket(most, n) == n else plan.bucket(most, n)
+        smallest = plan.bucket(most, n)
+        wanted = None if smallest == n else smallest
         if wanted == current:
             return
         known = wanted == 0 or (group, wanted) in self.compiled
