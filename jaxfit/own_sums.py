@@ -11,9 +11,13 @@ train.py vmaps) so that no reduction can change sides with the block:
 - a smaller sum becomes `chunked_sum`, which XLA sees as sums over slices of the block, each
   under 4,096 elements, so it stays in XLA's own (fused) code every time;
 - a dot of two vectors, which XLA strength-reduces to a reduction (routed as above), is written
-  as their product and such a sum; matrix-vector dots keep their order by their own shapes.
-  Not yet: a matrix-matrix dot (a layer of several inputs and outputs over a batch of points)
-  is YNNPACK's, whose order depends on how many models share the block (examples/spirals).
+  as their product and such a sum;
+- any other dot becomes `own_dot`, which a vmap batches over the block, broadcasting an operand
+  the models share (the evaluation points). Left to vmap, a shared operand folds the models into
+  a free axis of one dot ([2000, 2] @ [2, 16 x models] for examples/spirals' first layer),
+  whose tiling, and with it a model's sums, follows the block's size (other bits in blocks of
+  3, 8 or 60 models than of 2 or 30); a dot batched over the block sums each model's part the
+  same way whatever the block (results/benchmarks/cpu-2core-session23/dots.py).
 
 The routing that goes with it, dots and reductions to YNNPACK and nothing else, is
 `plan.CPU_OPTIONS`; tests/test_invariance.py checks the property.
@@ -84,6 +88,45 @@ def own_order_sum(values: jax.Array, axes: Sequence[int]) -> jax.Array:
     return chunked_sum_p.bind(values, axes=axes, own=values.ndim)
 
 
+own_dot_p = core.Primitive("own_dot")
+
+
+def _own_dot(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
+    """One model's dot, as `lax.dot_general` with the equation's own parameters."""
+    return lax.dot_general_p.bind(lhs, rhs, **params)
+
+
+def _own_dot_shape(lhs: Any, rhs: Any, **params: Any) -> Any:
+    specs = (jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (lhs, rhs))
+    out = jax.eval_shape(lambda a, b: _own_dot(a, b, **params), *specs)
+    return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+def _own_dot_batched(args: Sequence[Any], dims: Sequence[Any], *, dimension_numbers: Any, **params: Any) -> Any:
+    """A block of models' dots as one dot batched over the block, an operand the models share
+    broadcast to each: left shared, XLA would fold the models into a free axis of one dot, whose
+    tiling (and so a model's sums) follows the block's size."""
+    size = next(a.shape[d] for a, d in zip(args, dims) if isinstance(d, int))
+    lhs, rhs = (jnp.moveaxis(a, d, 0) if isinstance(d, int) else jnp.broadcast_to(a, (size, *a.shape)) for a, d in zip(args, dims))
+    (lc, rc), (lb, rb) = dimension_numbers
+    up = lambda axes: tuple(d + 1 for d in axes)  # noqa: E731
+    numbers = ((up(lc), up(rc)), ((0, *up(lb)), (0, *up(rb))))
+    return own_dot_p.bind(lhs, rhs, dimension_numbers=numbers, **params), 0
+
+
+def _own_dot_jvp(primals: Sequence[Any], tangents: Sequence[Any], **params: Any) -> Any:
+    tangents = [ad.instantiate_zeros(t) for t in tangents]
+    _, tangent = jax.jvp(lambda a, b: _own_dot(a, b, **params), tuple(primals), tuple(tangents))
+    return own_dot_p.bind(*primals, **params), tangent
+
+
+own_dot_p.def_impl(_own_dot)
+own_dot_p.def_abstract_eval(_own_dot_shape)
+mlir.register_lowering(own_dot_p, mlir.lower_fun(_own_dot, multiple_results=False))
+batching.primitive_batchers[own_dot_p] = _own_dot_batched
+ad.primitive_jvps[own_dot_p] = _own_dot_jvp
+
+
 def _free_size(shape: Sequence[int], contracting: Sequence[int], batch: Sequence[int]) -> int:
     return math.prod(d for i, d in enumerate(shape) if i not in (*contracting, *batch))
 
@@ -108,8 +151,11 @@ def _rewrite(eqn: Any, invals: list[Any]) -> list[Any] | None:
     if eqn.primitive is lax.dot_general_p and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
         lhs, rhs = invals
         (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        if math.prod(lhs.shape[i] for i in lc) > 1 and _free_size(lhs.shape, lc, lb) == _free_size(rhs.shape, rc, rb) == 1:
+        contraction, free = math.prod(lhs.shape[i] for i in lc), (_free_size(lhs.shape, lc, lb), _free_size(rhs.shape, rc, rb))
+        if contraction > 1 and free == (1, 1):
             return [_vector_dot(eqn, lhs, rhs)]
+        if contraction > 1:
+            return [own_dot_p.bind(lhs, rhs, **eqn.params)]
     return None
 
 

@@ -257,7 +257,7 @@ def compiler_options(device: jax.Device) -> dict[str, str | bool]:
     whole block's operand holds 4,096 elements or more, and YNNPACK sums otherwise than XLA's own
     code; `own_sums.own_order` (applied to every per-model function train.py vmaps) keeps each
     reduction on one side whatever the block, so a model's numbers are its own (tested:
-    tests/test_invariance.py, tests/test_compaction.py; matrix-matrix dots not yet, own_sums). An elementwise fusion in YNNPACK would
+    tests/test_invariance.py, tests/test_compaction.py). An elementwise fusion in YNNPACK would
     round a model's tanh or exp by the block's size, hence not in the list. Per program, so a
     user's own jax code keeps XLA's defaults; the speed is in results/BENCHMARKS.md."""
     return dict(CPU_OPTIONS) if device.platform == "cpu" else {}

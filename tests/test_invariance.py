@@ -69,6 +69,26 @@ def test_a_spirals_model_is_the_same_beside_other_learning_rates():
     assert assert_shared_models_equal(*runs) == 3 * len(config.load(spirals).groups[0].model.init)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("one_device", [True, False], ids=["one device", "every device"])
+def test_a_spirals_model_is_the_same_among_1_3_8_and_60_models(monkeypatch, one_device):
+    """spirals' layers are matrix-matrix dots ([2000, 16] @ [16, 16] a model), which YNNPACK
+    batched over a block orders by the block's size (3, 8 and 60 models, not 2 or 30); on one
+    device and sharded over every device (own_sums.own_dot)."""
+    monkeypatch.setattr(plan, "OWN_CPU_DEVICES", one_device)
+    monkeypatch.setattr(plan, "CPU_BYTES_PER_DEVICE", 2**40)
+    spirals = str(ROOT / "examples" / "spirals.toml")
+    few = ["model.init=['he']", "optim.lr=[0.01]"]
+    runs = {
+        n: sweep.run(config.load(spirals, ["train.steps=50", f"sweep.n_seeds={n}", *(few if n < 10 else [])]), quiet=True)
+        for n in (1, 3, 8, 10)
+    }
+    assert {n: sum(g.n_models for g in r.groups) for n, r in runs.items()} == {1: 1, 3: 3, 8: 8, 10: 60}
+    for n in (3, 8, 10):
+        assert assert_shared_models_equal(runs[1], runs[n]) == 1
+    assert assert_shared_models_equal(runs[8], runs[10]) == 8
+
+
 def test_a_run_takes_a_core_per_16_kib_of_step(monkeypatch):
     """On the cores of plan.use_every_core a run of tiny models keeps to one device and a larger
     one shards over all of them (which is why the runs above differ in device count)."""

@@ -16,8 +16,9 @@ BLOCKS = (2, 3, 5, 6, 41, 100)  # a block holds 2 models or more (plan.padded); 
 
 def one_model(x: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
     """Sums of every kind a small net's step has: over a batch, over a batch keeping a width,
-    over everything, a vector-vector dot (XLA strength-reduces it to a reduction) and a
-    matrix-vector one."""
+    over everything, a vector-vector dot (XLA strength-reduces it to a reduction), a
+    matrix-vector one and a matrix-matrix one with an operand every model shares (which vmap
+    alone would fold into one dot over the block)."""
     h = jnp.tanh(x[:, None] * w[None, :])  # [batch, width]
     return {
         "batch": jnp.sum(jnp.sin(x)),
@@ -25,6 +26,7 @@ def one_model(x: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
         "all": jnp.sum(h * h),
         "vector_dot": jnp.dot(x, jnp.cos(x)),
         "matrix_vector": h.T @ x,
+        "shared_matrix": jnp.outer(w, jnp.cos(w)) @ h.T,
         "big": jnp.sum(jnp.tile(h, (4, 1))),  # 3,200 elements: YNNPACK's in every block
     }
 
@@ -68,3 +70,17 @@ def test_a_chunked_sum_differentiates_and_batches_as_a_sum():
     summed = lambda v: own_sums.own_order(lambda y: jnp.sum(jnp.sin(y) * y))(v)  # noqa: E731
     np.testing.assert_allclose(jax.grad(summed)(x[0]), jnp.cos(x[0]) * x[0] + jnp.sin(x[0]), rtol=1e-6)
     np.testing.assert_allclose(jax.vmap(summed)(x), jnp.sum(jnp.sin(x) * x, axis=1), rtol=1e-6)
+
+
+def test_an_own_dot_differentiates_and_batches_as_a_dot():
+    """Under vmap in one or two levels, an operand shared or not, and under grad."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 3, 5, 4)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    dot = own_sums.own_order(lambda x, y: x @ y)
+    np.testing.assert_allclose(jax.vmap(jax.vmap(dot, (0, None)), (0, None))(a, b), a @ b, rtol=1e-5)
+    c = a[0].transpose(0, 2, 1)  # [3, 4, 5]
+    np.testing.assert_allclose(jax.vmap(dot, (None, 0))(b.T, c), b.T @ c, rtol=1e-5)
+    grads = jax.grad(lambda x, y: jnp.sum(jnp.sin(dot(x, y))), (0, 1))(a[0, 0], b)
+    expected = jax.grad(lambda x, y: jnp.sum(jnp.sin(x @ y)), (0, 1))(a[0, 0], b)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
