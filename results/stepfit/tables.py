@@ -274,7 +274,7 @@ def cut_off_check(b: dict) -> None:
     print(
         f"Nets that reached 0.005 in both runs: {both.sum()}, "
         f"with the same stop step: {np.sum(b['steps'][:n][both] == long['steps'][both])} "
-        "(`seeds_500` ran on an older engine; a few weights differ by 1 ulp after the first step).\n"
+        "(both at one engine, where a net's trajectory does not depend on the run around it).\n"
     )
     at_cut = b["outcome"][:n]
     print(
