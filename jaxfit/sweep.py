@@ -367,7 +367,8 @@ def train_prepared(
             interval, chunks_run = min(interval + per_chunk, n_intervals), chunks_run + 1
             done = min(interval * steps_per_interval, n_steps)
             active, diverged = plan.fetch(([s.active for s in states], [s.diverged_step >= 0 for s in states]))
-            progress.update(done, steps_run, sum(int(a.sum()) for a in active), sum(int(d.sum()) for d in diverged))
+            count = lambda masks: sum(int(m[: g.n_models].sum()) for m, g in zip(masks, groups))  # noqa: E731  # not plan.padded's copies
+            progress.update(done, steps_run, count(active), count(diverged))
             steps_run = done
             if on_chunk is not None:
                 on_chunk(states, interval)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxfit import config, plan, replay, runfiles
+from jaxfit import config, plan, replay, runfiles, sweep
 from tests.conftest import small
 
 
@@ -67,6 +67,19 @@ def test_an_out_inside_the_replayed_run_is_one_line_and_writes_nothing(tmp_path,
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "inside the run being replayed" in err, err
     assert [p.name for p in run_dir.iterdir()] == ["config.toml"]
+
+
+@pytest.mark.bad_input
+def test_a_non_empty_out_is_one_line_naming_no_flag_replay_lacks(tmp_path, capsys):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    out.mkdir()
+    (run_dir / "config.toml").write_text(config.to_toml(small("stepfit")))
+    (out / "notes.txt").write_text("mine")
+    assert replay.main([str(run_dir), "--model", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not empty" in err and "--overwrite" not in err and "--resume" not in err, err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.bad_input
@@ -141,3 +154,11 @@ def test_a_committed_runs_model_replays_bit_for_bit(tmp_path):
     assert expected.keys() == got.keys() and expected
     for name in expected:
         np.testing.assert_array_equal(expected[name], got[name], err_msg=name)
+
+
+def test_a_replay_counts_one_model_active_not_its_padding(monkeypatch):
+    """A model alone runs beside a padding copy (plan.padded); progress counts the model only."""
+    counts = []
+    monkeypatch.setattr(sweep.Progress, "update", lambda self, done, previous, active, diverged: counts.append(active))
+    sweep.run(small("stepfit", "sweep.models=[0]", "train.steps=50"), quiet=True)
+    assert counts and max(counts) == 1
