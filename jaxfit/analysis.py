@@ -100,6 +100,24 @@ def mcnemar(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values: the i-th smallest becomes the
+    largest of (m - j) p_(j) over j <= i, capped at 1, so that rejecting where it is below
+    alpha keeps the family-wise error at alpha (Holm 1979)."""
+    out, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(np.argsort(p_values, kind="stable")):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def adjust(entries: list[dict]) -> None:
+    """Each entry's `holm_p`: its `p` adjusted over the family of all of them (those with a p)."""
+    family = [e for e in entries if math.isfinite(e["p"])]
+    for entry, adjusted in zip(family, holm([e["p"] for e in family])):
+        entry["holm_p"] = adjusted
+
+
 def signed_rank(differences: np.ndarray) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test of paired differences (zeros dropped, as scipy's
     default 'wilcox'): (W+, p). Exact for up to 50 differences without ties; otherwise the normal
@@ -397,6 +415,11 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
     cells = cells_of(models, groups)
     kind, order = outcome_classes(models, monitor, has_threshold)
     comps = comparisons(models, groups, monitor, has_threshold, cap)
+    for test in ("success", "steps", "final"):  # a family per kind of test
+        adjust([c[test] for c in comps if test in c])
+    pooled = factors(comps, has_threshold)
+    if has_threshold:
+        adjust(pooled)
     return {
         "cells": [
             {
@@ -409,5 +432,5 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
         ],
         "outcome_classes": order,
         "comparisons": comps,
-        "factors": factors(comps, has_threshold),
+        "factors": pooled,
     }

@@ -192,6 +192,27 @@ def _p(value: float) -> str:
     return f"{value:.2g}" if value >= 1e-300 else "< 1e-300"
 
 
+def _holm(entry: dict) -> str:
+    """An entry's Holm-adjusted p (`analysis.adjust`); "-" in an analysis written before it."""
+    return _p(entry["holm_p"]) if "holm_p" in entry else "-"
+
+
+def _families(result: dict, has_threshold: bool) -> str:
+    """Which tests each Holm p is adjusted over, and the factors that stay below 0.05 after it."""
+    counts = {kind: sum(kind in c for c in result["comparisons"]) for kind in ("success", "steps", "final")}
+    names = {"success": "McNemar", "steps": "steps", "final": "final"}
+    text = "Holm p: adjusted over the run's family of tests of that kind (" + ", ".join(
+        f"{n} {names[k]} tests" for k, n in counts.items() if n
+    )
+    if not has_threshold or not any("holm_p" in f for f in result["factors"]):
+        return text + ")."
+    kept = [f"{f['factor']} ({f['a']} vs {f['b']})" for f in result["factors"] if f.get("holm_p", 1.0) < 0.05]
+    text += f"; the {len(result['factors'])} pooled factors' McNemar tests). "
+    if not kept:
+        return text + "No factor is significant at 0.05 after adjustment."
+    return text + "Significant at 0.05 after adjustment: " + ", ".join(kept) + "."
+
+
 def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[str]:
     """The factors, the paired comparisons and the outcome classes as markdown sections."""
     out = []
@@ -215,7 +236,7 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
         "Cells that differ in one coordinate, compared on the seeds they share (the same initial draw and batches). "
         + ("Success: exact McNemar on the discordant seeds (only A / only B reached the threshold). " if has_threshold else "")
         + f"Final {monitor} and steps to the threshold: paired Wilcoxon signed-rank (a model that never reached it counts as "
-        "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1].",
+        "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1]. " + _families(result, has_threshold),
         "",
     ]
     factor_rows = []
@@ -229,6 +250,7 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
                     "only A": f["only_a"],
                     "only B": f["only_b"],
                     "McNemar p": _p(f["p"]),
+                    "Holm p": _holm(f),
                     "B − A success": f"{f['difference']:+.1%}",
                 }
             )
@@ -250,14 +272,17 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
                     "success A / B": f"{s['a']} / {s['b']}",
                     "only A / B": f"{s['only_a']} / {s['only_b']}",
                     "McNemar p": _p(s["p"]),
+                    "Holm p": _holm(s),
                     "steps B − A (median)": fmt(c["steps"]["median_difference"]),
                     "steps p": _p(c["steps"]["p"]),
+                    "steps Holm p": _holm(c["steps"]),
                 }
             )
         row.update(
             {
                 f"final {monitor} B − A (median)": fmt(c["final"]["median_difference"]),
                 "final p": _p(c["final"]["p"]),
+                "final Holm p": _holm(c["final"]),
                 "note": "; ".join(c["notes"]) or "",
             }
         )

@@ -105,6 +105,36 @@ def test_cells_pair_on_shared_seeds_and_the_factor_that_matters_comes_first():
     ]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_rejects_what_the_step_down_procedure_rejects(seed):
+    """Independent of analysis.holm: H_(i) is rejected at alpha iff p_(j) <= alpha / (m - j + 1)
+    for every j <= i (1-based ranks); the adjusted p is below alpha exactly then."""
+    rng = np.random.default_rng(seed)
+    p = list(rng.uniform(0, 0.1, size=12) ** rng.uniform(1, 3, size=12)) + [0.5, 1.0]
+    adjusted = analysis.holm(p)
+    order = np.argsort(p)
+    for alpha in (0.001, 0.01, 0.05, 0.1, 0.3):
+        rejected, going = set(), True
+        for j, i in enumerate(order):
+            going = going and p[i] <= alpha / (len(p) - j)
+            if going:
+                rejected.add(int(i))
+        assert {i for i, a in enumerate(adjusted) if a <= alpha} == rejected, alpha
+    assert all(a >= q for a, q in zip(adjusted, p)) and max(adjusted) <= 1.0
+
+
+def test_every_test_of_a_run_carries_its_holm_p_over_its_family():
+    models, groups = synthetic()
+    result = analysis.analyse(models, groups, "val_loss", 0.005, 5000)
+    for kind in ("success", "steps", "final"):
+        family = [c[kind] for c in result["comparisons"]]
+        assert [e["holm_p"] for e in family] == analysis.holm([e["p"] for e in family])
+    assert [f["holm_p"] for f in result["factors"]] == analysis.holm([f["p"] for f in result["factors"]])
+    text = "\n".join(report.analysis_markdown(result, True, "val_loss"))
+    assert text.count("| Holm p |") == 2 and "steps Holm p" in text and "final Holm p" in text
+    assert "Significant at 0.05 after adjustment: model.width (1 vs 8)." in text
+
+
 def test_few_seeds_are_said_to_be_few():
     models, groups = synthetic(n_seeds=3)
     result = analysis.analyse(models, groups, "val_loss", 0.005, 5000)
@@ -166,7 +196,7 @@ def test_summary_and_figures_at_2_8_and_64_cells(tmp_path, capsys, n_lr):
     cells = summary["analysis"]["cells"]
     assert len(cells) == 2 * n_lr and {c["n"] for c in cells} == {2}
     text = (out / "summary.md").read_text()
-    assert "## Outcomes per cell" in text and "### Factors, pooled over the others" in text
+    assert "## Outcomes per cell" in text and "### Factors, pooled over the others" in text and "Holm p" in text
     assert {f["factor"] for f in summary["analysis"]["factors"]} == ({"init", "optim.lr"} if n_lr > 1 else {"init"})
     for name in ("loss_curves.png", "reached_by_step.png", "cells.png"):
         height, width = matplotlib.image.imread(out / name).shape[:2]
