@@ -12,7 +12,7 @@ train.py vmaps) so that no reduction can change sides with the block:
   under 4,096 elements, so it stays in XLA's own (fused) code every time;
 - a dot of two vectors, which XLA strength-reduces to a reduction (routed as above), is written
   as their product and such a sum;
-- any other dot becomes `own_dot`, which a vmap batches over the block, broadcasting an operand
+- any other dot that sums (over more than one element) becomes `own_dot`, which a vmap batches over the block, broadcasting an operand
   the models share (the evaluation points). Left to vmap, a shared operand folds the models into
   a free axis of one dot ([2000, 2] @ [2, 16 x models] for examples/spirals' first layer),
   whose tiling, and with it a model's sums, follows the block's size (other bits in blocks of

@@ -44,7 +44,7 @@ def command(args: argparse.Namespace) -> list[str]:
         raise run.UsageError(f"--model {args.model}: {args.run_dir} has {len(picked)} models, 0 to {len(picked) - 1}")
     if args.out is not None and args.out.resolve().is_relative_to(args.run_dir.resolve()):
         raise run.UsageError(f"--out {args.out}: inside the run being replayed ({args.run_dir}); give a folder outside it")
-    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()):
+    if args.out is not None and args.out.is_dir() and not rundir.is_empty(args.out):
         raise run.UsageError(f"--out {args.out}: folder is not empty; give a new or empty folder")
     out = args.out or Path("runs") / f"{cfg.name}-model-{args.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     argv = ["--config", str(saved), "--set", f"sweep.models=[{picked[args.model]}]", "--out", str(out)]

@@ -357,6 +357,10 @@ def train_prepared(
         name = signal.Signals(signum).name
         return Interrupted(f"{name}: stopped after {steps_run:,} of {n_steps:,} steps", signum)
 
+    def count(masks: list[np.ndarray]) -> int:
+        """The models a per-model mask marks, not plan.padded's copies."""
+        return sum(int(m[: g.n_models].sum()) for m, g in zip(masks, groups))
+
     compaction = Compaction(prepared, compact_mode())
     active = plan.fetch([s.active for s in states])
     try:
@@ -367,7 +371,6 @@ def train_prepared(
             interval, chunks_run = min(interval + per_chunk, n_intervals), chunks_run + 1
             done = min(interval * steps_per_interval, n_steps)
             active, diverged = plan.fetch(([s.active for s in states], [s.diverged_step >= 0 for s in states]))
-            count = lambda masks: sum(int(m[: g.n_models].sum()) for m, g in zip(masks, groups))  # noqa: E731  # not plan.padded's copies
             progress.update(done, steps_run, count(active), count(diverged))
             steps_run = done
             if on_chunk is not None:

@@ -72,9 +72,9 @@ def test_a_spirals_model_is_the_same_beside_other_learning_rates():
 @pytest.mark.slow
 @pytest.mark.parametrize("one_device", [True, False], ids=["one device", "every device"])
 def test_a_spirals_model_is_the_same_among_1_3_8_and_60_models(monkeypatch, one_device):
-    """spirals' layers are matrix-matrix dots ([2000, 16] @ [16, 16] a model), which YNNPACK
-    batched over a block orders by the block's size (3, 8 and 60 models, not 2 or 30); on one
-    device and sharded over every device (own_sums.own_dot)."""
+    """spirals' first layer over the shared evaluation points, left to vmap, is one dot over the
+    block ([2000, 2] @ [2, 16 x models]) whose sums follow the block's size (3, 8 and 60 models,
+    not 2 or 30); on one device and sharded over every device (own_sums.own_dot)."""
     monkeypatch.setattr(plan, "OWN_CPU_DEVICES", one_device)
     monkeypatch.setattr(plan, "CPU_BYTES_PER_DEVICE", 2**40)
     spirals = str(ROOT / "examples" / "spirals.toml")
