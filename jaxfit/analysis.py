@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 FEW_DISCORDANT = 6  # fewer discordant seeds than this cannot reach p < 0.05 (exact McNemar: 2 / 2^5 = 0.0625)
 FEW_PAIRS = 6  # fewer pairs than this cannot reach p < 0.05 in an exact signed-rank test (2 / 2^5)
@@ -81,23 +83,36 @@ def clusters(values: list[float], tolerance: float = 0.05) -> list[tuple[float, 
 # ----------------------------------------------------------------------------- tests
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95 % by default)."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (scipy.stats.binomtest)."""
     if n == 0:
         return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def mcnemar(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar p-value: the discordant pairs split as a fair coin would split them."""
+    """Exact two-sided McNemar p-value: the discordant pairs split as a fair coin would split them
+    (scipy.stats.binomtest)."""
     n = only_a + only_b
+    return 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
+
+
+def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int, confidence: float = 0.95) -> tuple[float, float]:
+    """95 % interval of the paired success difference B - A (Newcombe 1998, method 10: the two
+    Wilson intervals combined with the correlation of the pairs). scipy has none for paired
+    proportions; tests/test_analysis.py checks it against a published example."""
+    n = both + only_a + only_b + neither
     if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+        return (-1.0, 1.0)
+    pb, pa = (both + only_b) / n, (both + only_a) / n
+    (lb, ub), (la, ua) = wilson_interval(both + only_b, n, confidence), wilson_interval(both + only_a, n, confidence)
+    margins = (both + only_b) * (only_a + neither) * (both + only_a) * (only_b + neither)
+    cross = both * neither - only_a * only_b
+    phi = 0.0 if margins == 0 or 0 <= cross <= n / 2 else (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
+    low = (pb - pa) - math.sqrt(max((pb - lb) ** 2 + (ua - pa) ** 2 - 2 * phi * (pb - lb) * (ua - pa), 0.0))
+    high = (pb - pa) + math.sqrt(max((pa - la) ** 2 + (ub - pb) ** 2 - 2 * phi * (pa - la) * (ub - pb), 0.0))
+    return (max(-1.0, low), min(1.0, high))
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -118,32 +133,123 @@ def adjust(entries: list[dict]) -> None:
         entry["holm_p"] = adjusted
 
 
-def signed_rank(differences: np.ndarray) -> tuple[float, float]:
-    """Two-sided Wilcoxon signed-rank test of paired differences (zeros dropped, as scipy's
-    default 'wilcox'): (W+, p). Exact for up to 50 differences without ties; otherwise the normal
-    approximation with the tie correction."""
+def signed_rank(differences: np.ndarray) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test of paired differences (scipy.stats.wilcoxon,
+    zeros dropped): exact for up to 50 differences without ties, else the normal approximation
+    with the tie correction."""
     d = np.asarray(differences, np.float64)
     d = d[np.isfinite(d) & (d != 0)]
-    n = len(d)
+    if len(d) == 0:
+        return 1.0
+    method = "exact" if len(d) <= 50 and len(np.unique(np.abs(d))) == len(d) else "approx"
+    return float(stats.wilcoxon(d, method=method, correction=False).pvalue)
+
+
+def hodges_lehmann(differences: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """The Hodges-Lehmann estimate of paired differences (the median of their Walsh averages)
+    and its interval, the Walsh averages the signed-rank test leaves inside (Tukey's inversion:
+    W+ of d - theta counts the Walsh averages above theta). Bounds are None where the pairs are
+    too few for any interval at that confidence. scipy has neither; the tests invert
+    scipy.stats.wilcoxon by brute force."""
+    d = np.asarray(differences, np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return None, None, None
+    i, j = np.triu_indices(len(d))
+    walsh = np.sort((d[i] + d[j]) / 2)
+    c = _signed_rank_critical(len(d), 1 - confidence)
+    if c < 0:
+        return float(np.median(walsh)), None, None
+    return float(np.median(walsh)), float(walsh[c]), float(walsh[len(walsh) - 1 - c])
+
+
+def _signed_rank_critical(n: int, alpha: float) -> int:
+    """The largest W+ that a two-sided signed-rank test of n differences rejects at alpha (-1
+    if none): the exact null distribution up to 50, the normal approximation beyond."""
+    total = n * (n + 1) // 2
+    if n > 50:
+        return int(math.floor(total / 2 - stats.norm.ppf(1 - alpha / 2) * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)))
+    counts = np.zeros(total + 1)  # counts[w]: sign patterns with W+ = w
+    counts[0] = 1
+    for k in range(1, n + 1):
+        counts[k:] = counts[k:] + counts[:-k].copy()
+    cdf = np.cumsum(counts) / 2.0**n
+    return int(np.searchsorted(cdf, alpha / 2, side="right")) - 1
+
+
+def mcnemar_power(pairs: int, only_a_rate: float, only_b_rate: float, alpha: float) -> float:
+    """Power of the exact McNemar test at `alpha` over `pairs` pairs whose discordance is as
+    given: the number discordant is binomial, and given it the split is binomial."""
+    discordant_rate = only_a_rate + only_b_rate
+    if discordant_rate <= 0:
+        return 0.0
+    n_d = np.arange(pairs + 1)
+    share_b = only_b_rate / discordant_rate
+    # c[n]: the largest count on one side the exact test rejects at alpha (-1: none)
+    c = stats.binom.ppf(alpha / 2, n_d, 0.5).astype(np.int64)
+    c = np.where(stats.binom.cdf(c, n_d, 0.5) <= alpha / 2, c, c - 1)
+    reject = np.where(c >= 0, stats.binom.cdf(c, n_d, share_b) + stats.binom.sf(n_d - c - 1, n_d, share_b), 0.0)
+    return float(np.sum(stats.binom.pmf(n_d, pairs, discordant_rate) * reject))
+
+
+MAX_SEEDS = 100_000  # seeds-needed estimates stop here ("> 100,000")
+
+
+def seeds_for_mcnemar(pairs: int, only_a: int, only_b: int, alpha: float, power: float = 0.8) -> int | None:
+    """The fewest seeds per cell at which the exact McNemar test at `alpha` has `power`, if the
+    discordance seen in `pairs` pairs held; None where nothing was seen to differ (equal
+    discordant counts), MAX_SEEDS + 1 past MAX_SEEDS."""
+    if only_a == only_b or pairs == 0:
+        return None
+    rate_a, rate_b = only_a / pairs, only_b / pairs
+    return _fewest(lambda n: mcnemar_power(n, rate_a, rate_b, alpha) >= power)
+
+
+def seeds_for_signed_rank(differences: np.ndarray, alpha: float, power: float = 0.8) -> int | None:
+    """Noether's (1987) seeds for a two-sided signed-rank test at `alpha` with `power`,
+    (z_alpha/2 + z_power)^2 / (3 (p - 1/2)^2), from the
+    observed chance that two pairs' mean difference is positive; None where it is one half."""
+    d = np.asarray(differences, np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return None
+    i, j = np.triu_indices(len(d), k=1)
+    sums = d[i] + d[j]
+    positive = float(np.mean(sums > 0) + 0.5 * np.mean(sums == 0))
+    if abs(positive - 0.5) < 1e-12:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return min(math.ceil(z * z / (3 * (positive - 0.5) ** 2)), MAX_SEEDS + 1)
+
+
+def seeds_for_width(successes: int, n: int, half_width: float = 0.05, confidence: float = 0.95) -> int | None:
+    """The fewest seeds at which a cell's Wilson interval, at the success rate it shows, is no
+    wider than +- half_width."""
     if n == 0:
-        return 0.0, 1.0
-    magnitudes = np.abs(d)
-    ranks = _ranks(magnitudes)
-    w_plus = float(np.sum(ranks[d > 0]))
-    ties = len(np.unique(magnitudes)) < n
-    if n <= 50 and not ties:
-        counts = np.zeros(n * (n + 1) // 2 + 1)  # counts[w]: sign patterns with W+ = w
-        counts[0] = 1
-        for k in range(1, n + 1):
-            counts[k:] = counts[k:] + counts[:-k].copy()
-        w = int(round(w_plus))
-        low = counts[: min(w, n * (n + 1) // 2 - w) + 1].sum() / 2.0**n
-        return w_plus, float(min(1.0, 2 * low))
-    mean = n * (n + 1) / 4
-    _, tie_counts = np.unique(magnitudes, return_counts=True)
-    variance = n * (n + 1) * (2 * n + 1) / 24 - np.sum(tie_counts**3 - tie_counts) / 48
-    z = (w_plus - mean) / math.sqrt(variance) if variance > 0 else 0.0
-    return w_plus, float(math.erfc(abs(z) / math.sqrt(2)))
+        return None
+    rate = successes / n
+    z = stats.norm.ppf(0.5 + confidence / 2)
+
+    def narrow(m: int) -> bool:
+        centre_spread = z / (1 + z * z / m) * math.sqrt(rate * (1 - rate) / m + z * z / (4 * m * m))
+        return centre_spread <= half_width
+
+    return _fewest(narrow)
+
+
+def _fewest(enough: Callable[[int], bool]) -> int:
+    """The smallest n >= 1 with enough(n), by doubling then bisection (enough taken as
+    monotone); MAX_SEEDS + 1 where none up to MAX_SEEDS is."""
+    high = 1
+    while not enough(high):
+        if high > MAX_SEEDS:
+            return MAX_SEEDS + 1
+        high *= 2
+    low = high // 2  # not enough (0 when high is 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -244,8 +350,43 @@ def _value(entry: dict, key: str) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
+def shift(differences: np.ndarray) -> dict:
+    """Paired differences B - A summarised: the Hodges-Lehmann estimate with its 95 % interval,
+    the signed-rank p, the rank-biserial effect and the number of pairs."""
+    estimate, low, high = hodges_lehmann(differences)
+    return {
+        "difference": estimate,
+        "low": low,
+        "high": high,
+        "p": signed_rank(differences),
+        "effect": rank_biserial(differences),
+        "pairs": int(len(differences)),
+    }
+
+
+def success_difference(both: int, only_a: int, only_b: int, neither: int) -> dict:
+    """A paired 2x2 table of success: the counts, the exact McNemar p, and B - A with Newcombe's
+    95 % interval."""
+    n = both + only_a + only_b + neither
+    low, high = paired_difference_interval(both, only_a, only_b, neither)
+    return {
+        "a": both + only_a,
+        "b": both + only_b,
+        "both": both,
+        "only_a": only_a,
+        "only_b": only_b,
+        "neither": neither,
+        "p": mcnemar(only_a, only_b),
+        "difference": (only_b - only_a) / max(n, 1),
+        "low": low,
+        "high": high,
+    }
+
+
 def compare_cells(models: list[dict], a: Cell, b: Cell, monitor: str, has_threshold: bool, cap: int) -> dict:
-    """Cell a against cell b over the seed indices they share (see the module docstring)."""
+    """Cell a against cell b over the seed indices they share (see the module docstring). The
+    paired differences themselves are under "_differences" (for the pooled factors; `analyse`
+    drops them)."""
     seeds_a = {models[i]["seed"]: i for i in a.index}
     seeds_b = {models[i]["seed"]: i for i in b.index}
     shared = sorted(set(seeds_a) & set(seeds_b))
@@ -255,40 +396,24 @@ def compare_cells(models: list[dict], a: Cell, b: Cell, monitor: str, has_thresh
     final_key = f"{monitor}_final"
     finals = np.array([_value(y, final_key) - _value(x, final_key) for x, y in zip(pa, pb)])
     finite = finals[np.isfinite(finals)]
-    out["final"] = {
-        "median_difference": float(np.median(finite)) if len(finite) else None,
-        "p": signed_rank(finite)[1],
-        "effect": rank_biserial(finite),
-        "pairs": int(len(finite)),
-    }
+    out["final"] = shift(finite)
+    differences = {"final": finite}
     notes = []
     if len(finite) < FEW_PAIRS:
         notes.append(f"{len(finite)} pairs with both final values: too few for the signed-rank test to reach p < 0.05")
     if has_threshold:
         ra = np.array([bool(x.get("reached")) for x in pa])
         rb = np.array([bool(y.get("reached")) for y in pb])
-        only_a, only_b = int(np.sum(ra & ~rb)), int(np.sum(rb & ~ra))
-        out["success"] = {
-            "a": int(ra.sum()),
-            "b": int(rb.sum()),
-            "only_a": only_a,
-            "only_b": only_b,
-            "p": mcnemar(only_a, only_b),
-            "difference": (int(rb.sum()) - int(ra.sum())) / max(len(shared), 1),
-        }
+        out["success"] = success_difference(*(int(np.sum(m)) for m in (ra & rb, ra & ~rb, rb & ~ra, ~ra & ~rb)))
         steps_a = np.where(ra, [_value(x, "steps") for x in pa], cap)
         steps_b = np.where(rb, [_value(y, "steps") for y in pb], cap)
-        either = ra | rb
-        d = (steps_b - steps_a)[either]
-        out["steps"] = {
-            "median_difference": float(np.median(d)) if len(d) else None,
-            "p": signed_rank(d)[1],
-            "effect": rank_biserial(d),
-            "pairs": int(either.sum()),
-        }
-        if only_a + only_b < FEW_DISCORDANT:
-            notes.append(f"{only_a + only_b} discordant seeds: too few for McNemar to reach p < 0.05")
+        differences["steps"] = (steps_b - steps_a)[ra | rb]
+        out["steps"] = shift(differences["steps"])
+        discordant = out["success"]["only_a"] + out["success"]["only_b"]
+        if discordant < FEW_DISCORDANT:
+            notes.append(f"{discordant} discordant seeds: too few for McNemar to reach p < 0.05")
     out["notes"] = notes
+    out["_differences"] = differences
     return out
 
 
@@ -311,53 +436,54 @@ def comparisons(models: list[dict], groups: dict[str, dict], monitor: str, has_t
 
 
 def factors(comparisons_: list[dict], has_threshold: bool) -> list[dict]:
-    """Each coordinate's verdict, pooled over the strata of each pair of its values, ranked by the
-    change in success it makes (without a threshold: by the effect on the final metric)."""
-    pooled: dict[tuple, dict] = {}
+    """Each coordinate's verdict, pooled over the strata of each pair of its values: the paired
+    tables and differences of every stratum together, and the rank-biserial effect on the final
+    metric averaged over strata by pairs. Ranked by the change in success (without a threshold:
+    by the effect on the final metric)."""
+    pooled: dict[tuple, list[dict]] = {}
     for c in comparisons_:
-        key = (c["factor"], str(c["a"]), str(c["b"]))
-        p = pooled.setdefault(
-            key,
-            {
-                "factor": c["factor"],
-                "a": c["a"],
-                "b": c["b"],
-                "strata": 0,
-                "pairs": 0,
-                "finals": [],
-                "only_a": 0,
-                "only_b": 0,
-                "success_a": 0,
-                "success_b": 0,
-            },
-        )
-        p["strata"] += 1
-        p["pairs"] += c["pairs"]
-        p["finals"].append(c["final"]["effect"] * c["final"]["pairs"])
-        if has_threshold:
-            for k in ("only_a", "only_b"):
-                p[k] += c["success"][k]
-            p["success_a"] += c["success"]["a"]
-            p["success_b"] += c["success"]["b"]
+        pooled.setdefault((c["factor"], str(c["a"]), str(c["b"])), []).append(c)
     rows = []
-    for p in pooled.values():
-        row = {k: p[k] for k in ("factor", "a", "b", "strata", "pairs")}
-        final_pairs = sum(
-            c["final"]["pairs"] for c in comparisons_ if (c["factor"], str(c["a"]), str(c["b"])) == (p["factor"], str(p["a"]), str(p["b"]))
-        )
-        row["final_effect"] = sum(p["finals"]) / final_pairs if final_pairs else 0.0
+    for strata in pooled.values():
+        first = strata[0]
+        row: dict[str, Any] = {"factor": first["factor"], "a": first["a"], "b": first["b"], "strata": len(strata)}
+        row["pairs"] = sum(c["pairs"] for c in strata)
+        for kind in ("final", "steps") if has_threshold else ("final",):
+            row[kind] = shift(np.concatenate([c["_differences"][kind] for c in strata]))
+        final_pairs = sum(c["final"]["pairs"] for c in strata)
+        row["final"]["effect"] = sum(c["final"]["effect"] * c["final"]["pairs"] for c in strata) / final_pairs if final_pairs else 0.0
         if has_threshold:
-            row.update(
-                success_a=p["success_a"],
-                success_b=p["success_b"],
-                only_a=p["only_a"],
-                only_b=p["only_b"],
-                p=mcnemar(p["only_a"], p["only_b"]),
-                difference=(p["success_b"] - p["success_a"]) / max(p["pairs"], 1),
-            )
+            table = [sum(c["success"][k] for c in strata) for k in ("both", "only_a", "only_b", "neither")]
+            counts = success_difference(*table)
+            row.update(success_a=counts.pop("a"), success_b=counts.pop("b"), **counts)
         rows.append(row)
-    size = (lambda r: abs(r["difference"])) if has_threshold else (lambda r: abs(r["final_effect"]))
+    size = (lambda r: abs(r["difference"])) if has_threshold else (lambda r: abs(r["final"]["effect"]))
     return sorted(rows, key=size, reverse=True)
+
+
+def seeds_needed(result: dict, has_threshold: bool, alpha: float = 0.05, power: float = 0.8) -> None:
+    """For each test not decided at `alpha` after Holm's adjustment, `seeds_needed`: seeds per
+    cell that would decide it with `power` if what was seen held, at alpha / (the family's size),
+    the level at which Holm decides it whatever the rest of the family. Comparisons: success by
+    exact McNemar power, steps and final by Noether's formula; pooled factors: their McNemar, per
+    cell (the pooled seeds over the strata)."""
+    comps = result["comparisons"]
+    for kind in ("success", "steps", "final") if has_threshold else ("final",):
+        level = alpha / max(len(comps), 1)
+        for c in comps:
+            test = c[kind]
+            if test.get("holm_p", test["p"]) < alpha:
+                continue
+            if kind == "success":
+                test["seeds_needed"] = seeds_for_mcnemar(c["pairs"], test["only_a"], test["only_b"], level, power)
+            else:
+                test["seeds_needed"] = seeds_for_signed_rank(c["_differences"][kind], level, power)
+    if has_threshold:
+        level = alpha / max(len(result["factors"]), 1)
+        for f in result["factors"]:
+            if f.get("holm_p", f["p"]) >= alpha:
+                total = seeds_for_mcnemar(f["pairs"], f["only_a"], f["only_b"], level, power)
+                f["seeds_needed"] = None if total is None else math.ceil(total / f["strata"])
 
 
 # ----------------------------------------------------------------------------- outcomes and time to threshold
@@ -408,6 +534,10 @@ def reached_by(models: list[dict], cell: Cell, steps: np.ndarray) -> tuple[np.nd
     return counts / max(n, 1), bands[:, 0], bands[:, 1]
 
 
+def _reached(models: list[dict], cell: Cell) -> int:
+    return sum(bool(models[i].get("reached")) for i in cell.index)
+
+
 def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: float | None, cap: int) -> dict:
     """Everything above for one run, JSON-ready: cells with their outcome class counts, the
     comparisons and the factors."""
@@ -420,13 +550,14 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
     pooled = factors(comps, has_threshold)
     if has_threshold:
         adjust(pooled)
-    return {
+    result = {
         "cells": [
             {
                 "name": c.name,
                 "coords": dict(c.coords),
                 "n": len(c.index),
                 "outcomes": {k: sum(kind[i] == k for i in c.index) for k in order},
+                **({"seeds_for_5pt": seeds_for_width(_reached(models, c), len(c.index))} if has_threshold else {}),
             }
             for c in cells
         ],
@@ -434,3 +565,7 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
         "comparisons": comps,
         "factors": pooled,
     }
+    seeds_needed(result, has_threshold)
+    for c in comps:
+        del c["_differences"]
+    return result

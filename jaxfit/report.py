@@ -108,7 +108,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def set_rows(models: list[dict], metrics: list[str], stop_at: float | None, monitor: str) -> list[dict]:
     """One row per set of models differing only in seed: success rate, steps, clusters of the
-    monitored metric's final values, medians."""
+    monitored metric's final values among the models that did not reach the threshold, medians."""
     columns = [c for c in coordinate_columns(models) if c != "seed"]
     rows = []
     for key, index in model_sets(models).items():
@@ -120,7 +120,8 @@ def set_rows(models: list[dict], metrics: list[str], stop_at: float | None, moni
             row["reached"] = f"{len(reached)}/{len(members)} [{low:.2f}, {high:.2f}]"
             steps = [m["steps"] for m in reached]
             row["steps to threshold"] = f"{np.median(steps):,.0f} [{min(steps):,}–{max(steps):,}]" if steps else "-"
-            row[f"final {monitor} clusters"] = ", ".join(f"{c:.4g} ×{k}" for c, k in clusters([m[f"{monitor}_final"] for m in members]))
+            rest = [m[f"{monitor}_final"] for m in members if not m["reached"]]
+            row[f"final {monitor} of the rest"] = ", ".join(f"{c:.4g} ×{k}" for c, k in clusters(rest)) or "-"
         for metric in metrics:
             values = [m[metric] for m in members if isinstance(m[metric], int | float) and not isinstance(m[metric], bool)]
             if values:
@@ -156,7 +157,8 @@ def summary_markdown(view: RunView, summary: dict) -> str:
     title = "## Per group (models that differ only in seed)"
     if stop_at is not None:
         sign = ">=" if view.goal == "max" else "<="
-        title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it"
+        title += f"\n\nreached: {monitor} {sign} {stop_at:g}, with a Wilson 95% interval; steps: median [range] of those that reached it; "
+        title += f"final {monitor} of the rest: clusters (within 5 %) of the final values of the models that did not"
     per_model = "## Every model\n\n" + (
         markdown_table(models, coords + metrics)
         if len(models) <= MAX_MODEL_ROWS
@@ -213,30 +215,69 @@ def _families(result: dict, has_threshold: bool) -> str:
     return text + "Significant at 0.05 after adjustment: " + ", ".join(kept) + "."
 
 
+def _percent(entry: dict) -> str:
+    """A success difference and its interval, in points: '+27.5% [+12.0, +41.3]'."""
+    if "low" not in entry:  # an analysis written before intervals
+        return f"{entry['difference']:+.1%}"
+    return f"{entry['difference']:+.1%} [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]"
+
+
+def _shift(entry: dict) -> str:
+    """A Hodges-Lehmann difference and its interval ('-' bounds: too few pairs for one)."""
+    value = entry.get("difference", entry.get("median_difference"))
+    if "low" not in entry:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(entry['low'])}, {fmt(entry['high'])}]"
+
+
+def _seeds(entry: dict) -> str:
+    """'~60' seeds per cell; '-' where decided (or nothing seen to differ), '> 100,000' past the search."""
+    n = entry.get("seeds_needed")
+    if n is None:
+        return "-"
+    return f"> {analysis.MAX_SEEDS:,}" if n > analysis.MAX_SEEDS else f"~{n:,}"
+
+
 def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[str]:
     """The factors, the paired comparisons and the outcome classes as markdown sections."""
     out = []
     classes = result["outcome_classes"]
     if result["cells"]:
-        rows = [{"cell": c["name"], "n": c["n"], **{k: c["outcomes"].get(k, 0) for k in classes}} for c in result["cells"]]
+        rows = []
+        for c in result["cells"]:
+            row = {"cell": c["name"], "n": c["n"], **{k: c["outcomes"].get(k, 0) for k in classes}}
+            if "seeds_for_5pt" in c:
+                row["seeds for ±5 pt"] = fmt(c["seeds_for_5pt"])
+            rows.append(row)
         out += [
             "## Outcomes per cell",
             "",
             f"Outcome classes: {'reached the threshold, ' if has_threshold else ''}diverged, and the run's "
-            f"clusters of final {monitor} (within 5 % of each other), named by their level.",
+            f"clusters of final {monitor} (within 5 % of each other) among the rest, named by their level."
+            + (" Seeds for ±5 pt: the seeds that would make the cell's Wilson 95 % success interval ±5 points." * has_threshold),
             "",
             markdown_table(rows, list(rows[0])),
             "",
         ]
     if not result["factors"]:
         return out
+    primary = "the McNemar test" if has_threshold else f"the final {monitor} test"
     out += [
         "## What changes the outcome: paired comparisons",
         "",
         "Cells that differ in one coordinate, compared on the seeds they share (the same initial draw and batches). "
-        + ("Success: exact McNemar on the discordant seeds (only A / only B reached the threshold). " if has_threshold else "")
+        + (
+            "Success: exact McNemar on the discordant seeds (only A / only B reached the threshold); B − A with Newcombe's "
+            "95 % interval for paired proportions. "
+            if has_threshold
+            else ""
+        )
         + f"Final {monitor} and steps to the threshold: paired Wilcoxon signed-rank (a model that never reached it counts as "
-        "taking every step). Effect: rank-biserial correlation of B − A, in [−1, 1]. " + _families(result, has_threshold),
+        "taking every step); B − A is the Hodges–Lehmann estimate with the 95 % interval the signed-rank test gives. "
+        "Effect: rank-biserial correlation of B − A, in [−1, 1]. "
+        + _families(result, has_threshold)
+        + f" Seeds needed: where {primary} is not decided at 0.05 after adjustment, the seeds per cell that would decide it "
+        "with 80 % power at 0.05 / (the family's size) if what was seen held (McNemar: exact power; signed-rank: Noether's formula).",
         "",
     ]
     factor_rows = []
@@ -251,10 +292,14 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
                     "only B": f["only_b"],
                     "McNemar p": _p(f["p"]),
                     "Holm p": _holm(f),
-                    "B − A success": f"{f['difference']:+.1%}",
+                    "B − A success": _percent(f),
+                    "seeds needed": _seeds(f),
                 }
             )
-        row[f"final {monitor} effect"] = f"{f['final_effect']:+.2f}"
+        final = f["final"] if isinstance(f.get("final"), dict) else {"effect": f.get("final_effect", 0.0)}
+        if "difference" in final:
+            row[f"final {monitor} B − A"] = _shift(final)
+        row[f"final {monitor} effect"] = f"{final['effect']:+.2f}"
         factor_rows.append(row)
     out += ["### Factors, pooled over the others (largest change first)", "", markdown_table(factor_rows, list(factor_rows[0])), ""]
     rows = []
@@ -273,19 +318,23 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
                     "only A / B": f"{s['only_a']} / {s['only_b']}",
                     "McNemar p": _p(s["p"]),
                     "Holm p": _holm(s),
-                    "steps B − A (median)": fmt(c["steps"]["median_difference"]),
+                    "B − A success": _percent(s),
+                    "seeds needed": _seeds(s),
+                    "steps B − A": _shift(c["steps"]),
                     "steps p": _p(c["steps"]["p"]),
                     "steps Holm p": _holm(c["steps"]),
                 }
             )
         row.update(
             {
-                f"final {monitor} B − A (median)": fmt(c["final"]["median_difference"]),
+                f"final {monitor} B − A": _shift(c["final"]),
                 "final p": _p(c["final"]["p"]),
                 "final Holm p": _holm(c["final"]),
-                "note": "; ".join(c["notes"]) or "",
             }
         )
+        if not has_threshold:
+            row["seeds needed"] = _seeds(c["final"])
+        row["note"] = "; ".join(c["notes"]) or ""
         rows.append(row)
     more = len(result["comparisons"]) - len(rows)
     out += ["### Each comparison", "", markdown_table(rows, list(rows[0])), ""]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from jaxfit import analysis, report, run
 
 ROOT = Path(__file__).resolve().parent.parent
-scipy_stats = pytest.importorskip("scipy.stats")
 
 
 @pytest.mark.parametrize("n, ties, seed", [(5, False, 0), (12, False, 1), (40, False, 2), (30, True, 3), (200, False, 4), (80, True, 5)])
@@ -26,13 +26,76 @@ def test_the_signed_rank_test_is_scipys(n, ties, seed):
     d = d[d != 0]
     method = "exact" if len(d) <= 50 and not ties else "approx"
     expected = scipy_stats.wilcoxon(d, method=method, correction=False).pvalue
-    assert analysis.signed_rank(d)[1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert analysis.signed_rank(d) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("only_a, only_b", [(0, 0), (1, 0), (3, 9), (8, 228), (14, 28), (50, 50)])
 def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_seeds(only_a, only_b):
     expected = 1.0 if only_a + only_b == 0 else scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
     assert analysis.mcnemar(only_a, only_b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_paired_success_interval_is_newcombes_published_one():
+    """Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables, ch. 8 (Cavo et al.
+    2012): 59 both, 6 only first, 16 only second, 80 neither: -0.0621 (95% CI -0.1186 to -0.0046)."""
+    low, high = analysis.paired_difference_interval(59, 16, 6, 80)  # B - A with B the first test
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
+    assert analysis.paired_difference_interval(59, 6, 16, 80) == pytest.approx((0.0046, 0.1186), abs=1e-4)  # A and B swapped
+    low, high = analysis.paired_difference_interval(10, 0, 0, 0)  # nothing differs: an interval about 0, not a point
+    assert low < 0 < high
+
+
+@pytest.mark.parametrize("n, seed", [(6, 0), (9, 1), (15, 2), (24, 3)])
+def test_the_hodges_lehmann_interval_is_the_signed_rank_tests_inversion(n, seed):
+    """Brute force with scipy: a shift theta between two Walsh averages is inside the interval
+    exactly when scipy's exact signed-rank test of d - theta does not reject at 0.05."""
+    d = np.random.default_rng(seed).normal(0.5, 1.0, n)
+    estimate, low, high = analysis.hodges_lehmann(d)
+    walsh = np.sort([(d[i] + d[j]) / 2 for i in range(n) for j in range(i, n)])
+    assert estimate == pytest.approx(np.median(walsh))
+    between = (walsh[:-1] + walsh[1:]) / 2
+    kept = [t for t in between if scipy_stats.wilcoxon(d - t, method="exact").pvalue > 0.05]
+    assert low == pytest.approx(walsh[np.searchsorted(walsh, min(kept)) - 1])
+    assert high == pytest.approx(walsh[np.searchsorted(walsh, max(kept))])
+    assert analysis.hodges_lehmann(d[:5])[1:] == (None, None)  # 5 pairs: no 95% interval exists
+
+
+def test_the_normal_hodges_lehmann_interval_covers_the_true_shift():
+    """Past 50 pairs the interval comes from the normal approximation: over 400 samples of 80
+    pairs it covers the true shift about 95% of the time."""
+    rng = np.random.default_rng(7)
+    covered = [low <= 0.3 <= high for _, low, high in (analysis.hodges_lehmann(rng.normal(0.3, 1, 80)) for _ in range(400))]
+    assert 0.92 <= np.mean(covered) <= 0.98
+
+
+@pytest.mark.parametrize("pairs, rate_a, rate_b, alpha", [(12, 0.1, 0.4, 0.05), (25, 0.05, 0.2, 0.01), (20, 0.3, 0.3, 0.05)])
+def test_mcnemar_power_is_the_enumerated_chance_of_rejecting(pairs, rate_a, rate_b, alpha):
+    """Every (only A, only B) outcome of the trinomial, tested with scipy's exact binomial test."""
+    expected = 0.0
+    for a in range(pairs + 1):
+        for b in range(pairs + 1 - a):
+            chance = scipy_stats.multinomial.pmf([a, b, pairs - a - b], pairs, [rate_a, rate_b, 1 - rate_a - rate_b])
+            if a + b and scipy_stats.binomtest(a, a + b, 0.5).pvalue <= alpha:
+                expected += chance
+    assert analysis.mcnemar_power(pairs, rate_a, rate_b, alpha) == pytest.approx(expected, abs=1e-9)
+
+
+def test_seeds_needed_reach_the_power_they_promise():
+    n = analysis.seeds_for_mcnemar(40, 2, 8, 0.05)
+    assert analysis.mcnemar_power(n, 2 / 40, 8 / 40, 0.05) >= 0.8 > analysis.mcnemar_power(n - 5, 2 / 40, 8 / 40, 0.05)
+    assert analysis.seeds_for_mcnemar(40, 5, 5, 0.05) is None  # nothing seen to differ
+    rng = np.random.default_rng(3)
+    m = analysis.seeds_for_signed_rank(rng.normal(0.4, 1.0, 60), 0.05)
+    rejected = [scipy_stats.wilcoxon(rng.normal(0.4, 1.0, m)).pvalue < 0.05 for _ in range(300)]
+    assert 0.7 <= np.mean(rejected) <= 0.92  # Noether's estimate from a sample of 60: about 80 % power
+
+
+@pytest.mark.parametrize("successes, n", [(20, 40), (40, 40), (3, 40), (1, 2)])
+def test_seeds_for_five_points_narrow_the_wilson_interval_to_five_points(successes, n):
+    m = analysis.seeds_for_width(successes, n)
+    rate = successes / n
+    width = [np.diff(scipy_stats.binomtest(round(rate * k), k).proportion_ci(method="wilson"))[0] for k in (m - 1, m)]
+    assert width[1] <= 0.1 + 0.01 and (m == 1 or width[0] > 0.1 - 0.01)  # ±5 points (to the rounding of the count)
 
 
 def test_the_rank_biserial_effect_runs_from_minus_one_to_one():
