@@ -4,9 +4,10 @@ hyperparameter of an ablation in one jit-compiled JAX call.
 The engine, imports flowing one way (tests/test_house.py): fields (config field helpers),
 experiment (the interface an experiment implements, and the registry), optim (PyTorch-exact
 optimisers and schedules), config (TOML -> dataclasses, validation), inits and kernels (init
-schemes, speed devices), train (the pure per-model trainer), plan (models, blocks, memory),
+schemes, speed devices), trainer (the pure per-model trainer), plan (models, blocks, memory),
 checkpoints, sweep (jit and the host loop), analysis (the paired statistics), runfiles, plots and
-report (a run's files, tables and figures, without jax), outputs (a run's files from its
+report (a run's files, tables and figures, without jax), runs (a run as pandas tables:
+jaxfit.open, jaxfit.train), extend (more seeds for a finished run), outputs (a run's files from its
 trained models), trackers, distributed, run (the CLI). The experiments: jaxfit/experiments/
 (built in), examples/ (from outside). docs/index.md has a glossary of a run's units.
 
@@ -26,13 +27,33 @@ from jaxfit.fields import ConfigError, bounded, fail
 if TYPE_CHECKING:
     from jaxfit.config import load
     from jaxfit.experiment import EvalSet, Task, make_eval_set, mean_over, mse, register
+    from jaxfit.run import TrainingFailed, train
+    from jaxfit.runs import Run, open
 
 _LAZY = {
     "load": "jaxfit.config",
     **{name: "jaxfit.experiment" for name in ("EvalSet", "Task", "make_eval_set", "mean_over", "mse", "register")},
+    **{name: "jaxfit.runs" for name in ("Run", "open")},
+    **{name: "jaxfit.run" for name in ("TrainingFailed", "train")},
 }
 
-__all__ = ["__version__", "ConfigError", "EvalSet", "Task", "bounded", "fail", "load", "make_eval_set", "mean_over", "mse", "register"]
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "EvalSet",
+    "Run",
+    "Task",
+    "TrainingFailed",
+    "bounded",
+    "fail",
+    "load",
+    "make_eval_set",
+    "mean_over",
+    "mse",
+    "open",
+    "register",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

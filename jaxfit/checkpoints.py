@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxfit import train
+from jaxfit import trainer
 from jaxfit.config import Config
 from jaxfit.plan import fetch
 
@@ -114,7 +114,7 @@ class Checkpoints:
     def __init__(self, directory: Path, cfg: Config):
         options = ocp.CheckpointManagerOptions(max_to_keep=cfg.execution.keep_checkpoints, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
-        self.per_chunk = train.chunk_intervals(cfg)  # for checkpoints of earlier versions, which counted chunks
+        self.per_chunk = trainer.chunk_intervals(cfg)  # for checkpoints of earlier versions, which counted chunks
 
     def save(self, step: int, states: Any, meta: dict) -> None:
         if step in self.manager.all_steps():  # the state at a given interval is always the same

@@ -16,7 +16,7 @@ import optax
 from flax import traverse_util
 
 from jaxfit import config as config_lib
-from jaxfit import report, sweep, train
+from jaxfit import report, sweep, trainer
 from jaxfit.analysis import set_indices
 from jaxfit.rundir import atomic_write
 from jaxfit.runfiles import damaged_file, pack_history, read_files, write_summary
@@ -69,7 +69,7 @@ def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
         "device": getattr(device, "device_kind", str(device)),
         "n_devices": result.timing["n_devices"],
         "n_models": sum(g.n_models for g in result.groups),
-        "steps": train.total_steps(cfg),
+        "steps": trainer.total_steps(cfg),
         "steps_per_epoch": cfg.steps_per_epoch,
         "monitor": cfg.task.monitor,
         "goal": cfg.task.goal,
@@ -78,7 +78,7 @@ def run_info(cfg: config_lib.Config, result: sweep.Result) -> dict:
 
 
 def history_arrays(cfg: config_lib.Config, result: sweep.Result) -> dict[str, np.ndarray]:
-    steps = train.interval_end_steps(cfg, result.logged)
+    steps = trainer.interval_end_steps(cfg, result.logged)
     arrays = {"step": steps, "epoch": steps / cfg.steps_per_epoch}
     for name in result.states[0].history:
         arrays[name] = np.concatenate([np.asarray(s.history[name])[:, :-1] for s in result.states])
@@ -98,7 +98,7 @@ def params_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
 
 
 def step_arrays(result: sweep.Result) -> dict[str, np.ndarray]:
-    """steps.npz (train.every_step): `step` [steps] and each of train.STEP_METRICS as
+    """steps.npz (train.every_step): `step` [steps] and each of trainer.STEP_METRICS as
     [models, steps], models in summary.json's order; NaN where a model took no step."""
     names = result.states[0].per_step
     out = {name: np.concatenate([np.asarray(s.per_step[name]) for s in result.states]) for name in names}

@@ -4,7 +4,7 @@ XLA on a CPU hands a reduction to YNNPACK when the whole block's operand holds 4
 more (`IsInstructionPreferredByYnn`, xla/backends/cpu/ynn_support.cc), and YNNPACK sums in
 another order than XLA's own code: left alone, a model's last bits would depend on how many
 models share its block. `own_order(fn)` rewrites the jaxpr of one model's function (the one
-train.py vmaps) so that no reduction can change sides with the block:
+trainer.py vmaps) so that no reduction can change sides with the block:
 
 - a sum of 2,048 elements or more per model is left alone: in a block of 2 or more models (the
   fewest a block runs, `plan.padded`) it is YNNPACK's every time;

@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxfit import config, optim, train
+from jaxfit import config, optim, trainer
 from jaxfit.config import Config, Group
 
 
@@ -29,7 +29,7 @@ class GroupModels:
 
     group: Group
     labels: list[dict[str, Any]]
-    coords: train.Coords
+    coords: trainer.Coords
 
     @property
     def n_models(self) -> int:
@@ -73,7 +73,7 @@ def expand(cfg: Config) -> list[GroupModels]:
         start = index
         if not labels:
             continue
-        coords = train.Coords(
+        coords = trainer.Coords(
             np.asarray(seed_index, np.int32),
             np.asarray(init_index, np.int32),
             {k: np.asarray(v, np.float32) for k, v in hp.items()},
@@ -255,7 +255,7 @@ def compiler_options(device: jax.Device) -> dict[str, str | bool]:
     """XLA options for every program a run compiles: on a CPU, YNNPACK runs dots (each on its
     own) and reductions, never elementwise fusions. XLA:CPU hands a reduction to YNNPACK when the
     whole block's operand holds 4,096 elements or more, and YNNPACK sums otherwise than XLA's own
-    code; `own_sums.own_order` (applied to every per-model function train.py vmaps) keeps each
+    code; `own_sums.own_order` (applied to every per-model function trainer.py vmaps) keeps each
     reduction on one side whatever the block, so a model's numbers are its own (tested:
     tests/test_invariance.py, tests/test_compaction.py). An elementwise fusion in YNNPACK would
     round a model's tanh or exp by the block's size, hence not in the list. Per program, so a

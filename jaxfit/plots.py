@@ -27,16 +27,15 @@ def sets(summary: dict) -> dict[str, np.ndarray]:
     }
 
 
-def panels(
-    n: int, width: float = 4.2, height: float = 3.2, sharex: bool = False, sharey: bool = False, title: str = ""
-) -> tuple[Any, list[Any]]:
-    """A figure of min(n, MAX_PANELS) panels wrapped at COLUMNS a row (unused ones hidden), and
-    its axes in reading order; the title says when cells beyond MAX_PANELS are left out."""
+def panels(n: int, width: float = 4.2, height: float = 3.2, title: str = "") -> tuple[Any, list[Any]]:
+    """A figure of min(n, MAX_PANELS) panels wrapped at COLUMNS a row (unused ones hidden), all
+    on the same x and y axes so that cells compare by eye, and its axes in reading order; the
+    title says when cells beyond MAX_PANELS are left out."""
     shown = min(n, MAX_PANELS)
     columns = min(shown, COLUMNS)
     rows = -(-shown // columns)
     fig = Figure(figsize=(width * columns, height * rows + (0.4 if title else 0)))
-    axes = fig.subplots(rows, columns, squeeze=False, sharex=sharex, sharey=sharey)
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
     flat = list(axes.ravel())
     for ax in flat[shown:]:
         ax.set_visible(False)
@@ -53,12 +52,41 @@ def save(fig, out: Path, name: str) -> None:
     rundir.atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
 
 
-def band(ax, x, values, label, color, ls="-"):
-    """Median over seeds with a min-max band."""
-    with warnings.catch_warnings():  # a point where every model has stopped is all NaN
+def held(values: np.ndarray) -> np.ndarray:
+    """[models, points] with each model's last value carried past the point where it stopped
+    (history.npz has NaN there), so a median over seeds does not move when models stop."""
+    index = np.where(np.isfinite(values), np.arange(values.shape[1]), 0)
+    return np.take_along_axis(values, np.maximum.accumulate(index, axis=1), axis=1)
+
+
+def spread_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a band draws: median, min and max over the models of `values` [models, points],
+    each stopped model held at its last value (`held`)."""
+    values = held(values)
+    with warnings.catch_warnings():  # a point no model has reached yet is all NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        ax.plot(x, np.nanmedian(values, 0), color=color, label=label, ls=ls)
-        ax.fill_between(x, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.2, lw=0)
+        return np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
+
+
+def band(ax, x, values, label, color, ls="-"):
+    """Median over seeds with a min-max band, a stopped model held at its last value."""
+    median, low, high = spread_band(values)
+    ax.plot(x, median, color=color, label=label, ls=ls)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
+def lines(ax, x, values, label, color, ls="-"):
+    """Each model's own curve, thin, ending where it stopped (a dot there), under the median of
+    the models held at their last values."""
+    for row in values:
+        ax.plot(x, row, color=color, ls=ls, lw=0.6, alpha=0.45)
+        last = np.flatnonzero(np.isfinite(row))
+        if len(last) and last[-1] < len(row) - 1:
+            ax.plot(x[last[-1]], row[last[-1]], ".", color=color, ms=3, alpha=0.7)
+    ax.plot(x, spread_band(values)[0], color=color, label=label, ls=ls, lw=1.6)
+
+
+MAX_LINES = 20  # at most this many seeds a cell: each model's curve, not a band
 
 
 MAX_CURVES = 200  # one line per model up to this many per panel; beyond, an even spread of them
@@ -81,33 +109,71 @@ def group_index(summary: dict, index: int) -> tuple[str, int]:
     return group, sum(1 for m in summary["models"][:index] if m["group"] == group)
 
 
-def loss_curves(out: Path, summary: dict, history: dict, x_name: str, log_x: bool) -> None:
+def loss_curves(out: Path, summary: dict, history: dict) -> None:
     """loss_curves.png: the logged train-mode loss and every eval-mode `*_loss` metric (from its
-    value before training), median and min-max over seeds, one panel per set."""
+    value before training, drawn at step 1), one panel per set, over steps on a log axis; every
+    panel on the same axes. Up to MAX_LINES seeds a set: each model's curve and their median;
+    more: median and min-max band. A model that stopped counts at its last value."""
     cells = sets(summary)
-    fig, axes = panels(len(cells), 4.6, 3.5, sharey=True)
-    x = history[x_name]
+    fig, axes = panels(len(cells), 4.6, 3.5)
+    x = np.maximum(history["step"], 1)
     evals = [k for k in history if k.endswith("_loss") and k != "train_loss"]
     for ax, (label, index) in zip(axes, cells.items()):
-        band(ax, x, history["train_loss"][index], "train_loss (train mode, as logged)", "C0")
+        draw = lines if len(index) <= MAX_LINES else band
+        draw(ax, x, history["train_loss"][index], "train_loss (train mode, as logged)", "C0")
         for colour, name in enumerate(evals, start=1):
             xs, values = x, history[name][index]
-            if f"{name}_init" in history:  # from before training: x = 0, or 1 on a log axis
-                xs, values = (
-                    np.concatenate([[1 if log_x else 0], x]),
-                    np.concatenate([history[f"{name}_init"][index, None], values], axis=1),
-                )
+            if f"{name}_init" in history:
+                xs, values = np.concatenate([[1], x]), np.concatenate([history[f"{name}_init"][index, None], values], axis=1)
             if np.isfinite(values).any():
-                band(ax, xs, values, f"{name} (eval mode)", f"C{colour}", ls="-" if name.startswith("val") else "--")
-        ax.set_yscale("log")
-        if log_x:
-            ax.set_xscale("log")
-        ax.set_title(f"{label}\nmedian and min-max over {len(index)} seeds", fontsize=8)
-        ax.set_xlabel(x_name)
+                draw(ax, xs, values, f"{name} (eval mode)", f"C{colour}", ls="-" if name.startswith("val") else "--")
+        ax.set(xscale="log", yscale="log")
+        how = "each seed and their median" if draw is lines else "median and min-max"
+        ax.set_title(f"{label}\n{how} over {len(index)} seeds (a stopped model at its last value)", fontsize=8)
         ax.grid(alpha=0.3)
+    for ax in axes[-min(len(axes), COLUMNS) :]:
+        ax.set_xlabel("step")
     axes[0].set_ylabel("loss")
     axes[0].legend(fontsize=7)
     save(fig, out, "loss_curves.png")
+
+
+def profile(finals: np.ndarray, taus: np.ndarray, goal: str = "min") -> np.ndarray:
+    """The performance profile of a cell's final values: per tau, the fraction of its models
+    whose final value is <= tau (goal "max": >= tau); a model without one (diverged) never is."""
+    finals = np.sort(np.where(np.isfinite(finals), finals, np.inf if goal == "min" else -np.inf))
+    if goal == "min":
+        return np.searchsorted(finals, taus, side="right") / max(len(finals), 1)
+    return (len(finals) - np.searchsorted(finals, taus, side="left")) / max(len(finals), 1)
+
+
+def performance_profile(out: Path, view: RunView, summary: dict) -> None:
+    """performance_profile.png: per cell, the fraction of its models whose final monitored metric
+    is at least as good as tau, over tau (rliable's performance profile); the threshold dashed."""
+    models, cells = summary["models"], sets(summary)
+    monitor = view.monitor
+    finals = np.asarray([m.get(f"{monitor}_final") if m.get(f"{monitor}_final") is not None else np.nan for m in models], float)
+    finite = finals[np.isfinite(finals)]
+    if not finite.size:
+        return
+    logarithmic = finite.min() > 0 and finite.max() / finite.min() > 100
+    low, high = finite.min(), finite.max()
+    taus = np.geomspace(low, high, 500) if logarithmic else np.linspace(low, high, 500) if high > low else np.array([low])
+    taus = np.unique(np.concatenate([taus, finite]))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for colour, (label, index) in enumerate(cells.items()):
+        shares = profile(finals[index], taus, view.goal)
+        ax.step(taus, shares, where="post", color=f"C{colour % 10}", lw=1.2, label=f"{label} ({len(index)})")
+    if view.stop_at is not None:
+        ax.axvline(view.stop_at, color="0.4", ls="--", lw=0.8, label=f"train.stop_at {view.stop_at:g}")
+    sign = "<=" if view.goal == "min" else ">="
+    ax.set(xscale="log" if logarithmic else "linear", ylim=(-0.02, 1.02), xlabel="τ", ylabel=f"fraction with final {monitor} {sign} τ")
+    ax.set_title(f"performance profile: final {monitor} per cell", fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(cells) <= 16:
+        ax.legend(fontsize=6)
+    save(fig, out, "performance_profile.png")
 
 
 def reached_by_step(out: Path, view: RunView, summary: dict) -> None:
@@ -121,8 +187,6 @@ def reached_by_step(out: Path, view: RunView, summary: dict) -> None:
         len(cells),
         4.2,
         3.0,
-        sharex=True,
-        sharey=True,
         title=f"fraction of models with {view.monitor} {'>=' if view.goal == 'max' else '<='} {view.stop_at:g} "
         f"by step t, with its Wilson 95 % band" + ("; grey: the other cells" if 1 < len(cells) <= 16 else ""),
     )
@@ -181,11 +245,11 @@ def cells_summary(out: Path, view: RunView, summary: dict) -> None:
 
 
 def draw_engine(out: Path, view: RunView, summary: dict, history: dict) -> None:
-    """The engine's figures of a run: the loss curves (per epoch where an epoch is several
-    steps, else per step on a log axis), every cell at a glance (cells.png) and, with a
-    threshold, the fraction reached by step t (reached_by_step.png)."""
-    per_epoch = view.steps_per_epoch > 1
-    loss_curves(out, summary, history, "epoch" if per_epoch else "step", log_x=not per_epoch)
+    """The engine's figures of a run, all over steps: the loss curves, every cell at a glance
+    (cells.png), the performance profile and, with a threshold, the fraction reached by step t
+    (reached_by_step.png)."""
+    loss_curves(out, summary, history)
     cells_summary(out, view, summary)
+    performance_profile(out, view, summary)
     if view.stop_at is not None:
         reached_by_step(out, view, summary)

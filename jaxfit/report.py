@@ -151,7 +151,7 @@ def summary_markdown(view: RunView, summary: dict) -> str:
         f"({run['steps_per_epoch']} per epoch)\n\n"
         f"{run['device']} ({run['platform']}, {run['n_devices']} device(s)); jax {run['jax_version']}; "
         f"compile {run['compile_s']:.1f} s, run {run['run_s']:.1f} s for {run['steps_run']:,} steps, "
-        f"{run['model_steps_per_s']:,.0f} model-steps/s\n{compaction_line(run)}"
+        f"{run['model_steps_per_s']:,.0f} model-steps/s\n{compaction_line(run)}{extension_line(run)}"
     )
     rows = set_rows(models, medians, stop_at, monitor)
     title = "## Per group (models that differ only in seed)"
@@ -184,6 +184,16 @@ def compaction_line(run: dict) -> str:
     else:
         line = "compaction: " + ("every model trained to the end" if record["mode"] != "never" else "off")
     return f"\n{line}{own}\n"
+
+
+def extension_line(run: dict) -> str:
+    """The extensions a run had (`python -m jaxfit.run --extend`): seeds before and after, and
+    what the new models took (counted in the times above)."""
+    parts = [
+        f"{e['seeds'][0]} → {e['seeds'][1]} seeds ({e['n_models']} new models, compile {e['compile_s']:.1f} s, run {e['run_s']:.1f} s)"
+        for e in run.get("extended", [])
+    ]
+    return f"\nextended: {'; '.join(parts)}\n" if parts else ""
 
 
 MAX_MODEL_ROWS = 1000  # summary.md's table of every model, up to this many models
@@ -395,13 +405,6 @@ def _run_names(dirs: list[Path]) -> list[str]:
     return [name(i) for i in range(len(dirs))]
 
 
-def held(values: np.ndarray) -> np.ndarray:
-    """[models, points] with each model's last value carried past the point where it stopped
-    (history.npz has NaN there), so a median over seeds does not jump when the best ones stop."""
-    index = np.where(np.isfinite(values), np.arange(values.shape[1]), 0)
-    return np.take_along_axis(values, np.maximum.accumulate(index, axis=1), axis=1)
-
-
 def draw_comparison(out: Path, cells: list[dict]) -> None:
     """compare_curves.png: each cell's monitored metric (a stopped model held at its last value),
     median and 25-75 % over its seeds, one panel per metric."""
@@ -410,7 +413,7 @@ def draw_comparison(out: Path, cells: list[dict]) -> None:
     axes = fig.subplots(1, len(monitors), squeeze=False)
     for ax, monitor in zip(axes[0], monitors):
         for colour, cell in enumerate(c for c in cells if c["monitor"] == monitor):
-            values = held(cell["values"])
+            values = plots.held(cell["values"])
             ax.plot(cell["step"], np.nanmedian(values, 0), color=f"C{colour % 10}", label=f"{cell['label']} ({len(values)})")
             ax.fill_between(cell["step"], *np.nanpercentile(values, [25, 75], axis=0), color=f"C{colour % 10}", alpha=0.15, lw=0)
         ax.set_xscale("log")

@@ -1,5 +1,6 @@
 """The command line: `python -m jaxfit.run --config NAME [--set key=value ...] [--out DIR]`,
-and `python -m jaxfit.run --resume DIR` to continue a stopped run.
+`python -m jaxfit.run --resume DIR` to continue a stopped run, and `python -m jaxfit.run
+--extend DIR --set sweep.n_seeds=N` to give a finished run more seeds (jaxfit.extend).
 
 Every bad input (config name, key, type, range, output folder, a run too large for memory) ends
 with one line on stderr naming what is wrong and what is allowed, exit code 2, before anything
@@ -16,12 +17,13 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import io
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
-from jaxfit import checkpoints, distributed, outputs, plan, report, rundir, sweep, trackers
+from jaxfit import checkpoints, distributed, extend, outputs, plan, report, rundir, runs, sweep, trackers
 from jaxfit import config as config_lib
 from jaxfit.experiment import ExperimentError, code_of
 from jaxfit.signals import StopRequest
@@ -41,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a built-in config name (an unknown one lists them) or a path to a .toml file")
     source.add_argument("--resume", type=Path, metavar="DIR", help="continue the stopped run in DIR from its latest checkpoint")
+    source.add_argument(
+        "--extend",
+        type=Path,
+        metavar="DIR",
+        help="train more seeds for the finished run in DIR (--set sweep.n_seeds=N): its models stay as they are, bit for bit",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -166,6 +174,12 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
         if marker is not None and not args.allow_code_change:
             check_same_code(args.resume, marker.get("code"), code_of(type(cfg.task)))
         return cfg, args.resume, work
+    if args.extend is not None:
+        if args.out or args.overwrite or args.distributed:
+            raise UsageError("--extend DIR adds seeds to the run in DIR, in one process; no --out, --overwrite or --distributed")
+        rundir.settle(args.extend)
+        cfg, _ = extend.configs(args.extend, args.overrides)
+        return with_logging(cfg, args.log), args.extend, args.extend
     cfg = with_logging(config_lib.load(args.config, args.overrides), args.log)
     out = args.out or default_out(cfg.name)
     if primary:
@@ -210,7 +224,7 @@ def _main(argv: list[str] | None, stop: StopRequest) -> int:
             print(config_lib.to_toml(cfg), end="")
             return 0
         trackers.require(cfg.logging.to)
-    except (UsageError, config_lib.ConfigError, ExperimentError, rundir.FolderError, trackers.MissingExtra) as error:
+    except (UsageError, config_lib.ConfigError, ExperimentError, rundir.FolderError, trackers.MissingExtra, extend.ExtendError) as error:
         print(f"{getattr(error, 'detail', '')}error: {error}", file=sys.stderr)
         return 2
     import jax  # imported only once the input is known to be good
@@ -248,13 +262,14 @@ def _train(
     from jax.experimental import multihost_utils
 
     resume, code = args.resume is not None, code_of(type(cfg.task))
+    extends = (rundir.read_marker(work) or {}).get("extends") if resume else extend.seeds(out) if args.extend else None
     if primary:
         if not resume:
             work = rundir.workdir(out)
         if not resume or args.overrides or args.log:  # a resumed run goes on with its changed execution.* and logging settings
             report.atomic_write(work / "config.toml", lambda f: f.write(config_lib.to_toml(cfg)))
         if not resume or args.allow_code_change:
-            rundir.write_marker(work, started_config(cfg), finished=False, code=code)
+            rundir.write_marker(work, started_config(cfg), finished=False, code=code, extends=extends)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("jaxfit: the run folder is ready")
         if not primary:  # the folder process 0 chose: a new run's staging folder, or out
@@ -282,7 +297,11 @@ def _train(
         if not primary:
             return 0
         stop.finishing = True  # from here a signal waits for the files: the run is complete
-        text = outputs.write_run(work, cfg, result)
+        if extends is not None:  # the new seeds of the run in `out`: its files merged with theirs
+            text = extend.write(work, out, cfg, extends, result)
+            cfg = extend.whole(cfg)
+        else:
+            text = outputs.write_run(work, cfg, result)
         if live is not None:
             live.finish(work)
     rundir.write_marker(work, started_config(cfg), finished=True, code=code)
@@ -293,6 +312,40 @@ def _train(
     if stop.requested:
         print(f"{signal.Signals(stop.requested).name} came as the run finished: it is complete, nothing to resume", file=sys.stderr)
     return 0
+
+
+class TrainingFailed(Exception):
+    """`train` did not finish a run; the message is the command line's one line saying why."""
+
+
+class _Tee(io.StringIO):
+    """Kept and passed on: stderr's lines, for the error `train` raises."""
+
+    def __init__(self, stream: IO[str] | None):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            self.stream.write(text)
+        return super().write(text)
+
+
+def train(config: str | Path, *overrides: str, out: Path | str | None = None, overwrite: bool = False, quiet: bool = True) -> runs.Run:
+    """Train a config (a built-in name or a .toml path) with `key=value` overrides, as
+    `python -m jaxfit.run --config CONFIG --set ... [--out OUT] [--overwrite] [--quiet]` does
+    (default out: runs/<name>-<date-time>/), and open the finished run; its table is
+    `Run.markdown`. A bad config raises ConfigError; any other failure TrainingFailed."""
+    cfg = config_lib.load(str(config), list(overrides))  # a bad config raises here, as ConfigError
+    out = out if out is not None else default_out(cfg.name)
+    argv = ["--config", str(config), *(a for o in overrides for a in ("--set", o)), "--out", str(out)]
+    argv += ["--overwrite"] * overwrite + ["--quiet"] * quiet
+    errors = _Tee(sys.stderr)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+        code = main(argv)
+    if code != 0:
+        raise TrainingFailed((errors.getvalue().strip().splitlines() or [f"python -m jaxfit.run exited with {code}"])[-1])
+    return runs.Run(out)
 
 
 if __name__ == "__main__":

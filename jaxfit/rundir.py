@@ -57,11 +57,13 @@ def read_marker(folder: Path) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("jaxfit_run") == 1 else None
 
 
-def write_marker(folder: Path, config: dict, finished: bool, code: dict | None = None) -> None:
+def write_marker(folder: Path, config: dict, finished: bool, code: dict | None = None, extends: int | None = None) -> None:
     """Mark `folder` as a run started with `config` by `code` (experiment.code_of: what a resume
-    must match); a finished run also lists its files."""
+    must match); a finished run also lists its files. `extends`: the seeds of the run that this
+    one (in its staging folder, unfinished) adds seeds to (jaxfit.extend)."""
     files = sorted(p.name for p in folder.iterdir() if p.name not in OWN and not p.name.startswith(".")) if finished else []
     marker = {"jaxfit_run": 1, "finished": finished, "files": files, "config": config} | ({"code": code} if code else {})
+    marker |= {"extends": extends} if extends is not None else {}
     atomic_write(folder / MARKER, lambda f: json.dump(marker, f, indent=1))
 
 

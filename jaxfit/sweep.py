@@ -24,11 +24,11 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from jaxfit import checkpoints as checkpoints_lib
-from jaxfit import checks, compile_cache, plan, train
+from jaxfit import checks, compile_cache, plan, trainer
 from jaxfit.config import Config, ConfigError
 from jaxfit.signals import StopRequest
 
-OnChunk = Callable[[list[train.ModelState], int], None]
+OnChunk = Callable[[list[trainer.ModelState], int], None]
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Result:
     its state is then in the last checkpoint."""
 
     groups: list[plan.GroupModels]
-    states: list[train.ModelState]
+    states: list[trainer.ModelState]
     logged: np.ndarray  # the logged intervals
     timing: dict[str, Any] = field(default_factory=dict)
     finished: bool = True
@@ -95,12 +95,12 @@ class Prepared:
 
     cfg: Config
     groups: list[plan.GroupModels]
-    coords: list[train.Coords]
+    coords: list[trainer.Coords]
     data: Any
     given: list[Any]
     init_fn: Any
     program: Callable[[int, int | None], Any]  # (group, models per device or None for all) -> its compiled chunk
-    trainers: list[train.Trainer]
+    trainers: list[trainer.Trainer]
     footprints: list[tuple[int, int]]  # Trainer.footprint of each group
     per_model: Any  # the models axis' sharding over the run's devices (plan.mesh)
     per_device: list[int]  # each group's models on one device (padded)
@@ -116,7 +116,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     compile_cache.enable()
     device = jax.devices()[0]
     n_models = plan.count_models(cfg)
-    per_step = 2 * 4 * len(train.STEP_METRICS) * train.total_steps(cfg) if cfg.train.every_step else 0  # on the device and fetched
+    per_step = 2 * 4 * len(trainer.STEP_METRICS) * trainer.total_steps(cfg) if cfg.train.every_step else 0  # on the device and fetched
     plan.check_fits(
         f"{n_models:,} models" + (" with train.every_step" if per_step else ""),
         n_models * (plan.HOST_BYTES_PER_MODEL + per_step) + cfg.task.host_bytes(),
@@ -124,10 +124,10 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     )
     groups = plan.expand(cfg)
     models = list({repr(g.model): g.model for g in cfg.groups}.values())
-    data = train.RunData(checks.check_returns(cfg.task, models, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed))
+    data = trainer.RunData(checks.check_returns(cfg.task, models, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed))
     if batches is not None:
-        data = train.with_batches(cfg.task, data, *batches, train.total_steps(cfg), cfg.train.batch_size)
-    trainers = [train.make_train(cfg, g.group) for g in groups]
+        data = trainer.with_batches(cfg.task, data, *batches, trainer.total_steps(cfg), cfg.train.batch_size)
+    trainers = [trainer.make_train(cfg, g.group) for g in groups]
     footprints = [trainer.footprint(plan.padded(g.coords), data) for trainer, g in zip(trainers, groups)]
     per_model, replicated, n_devices = plan.mesh(sum(f[0] * g.n_models for f, g in zip(footprints, groups)))
     coords = [plan.padded(g.coords, n_devices) for g in groups]
@@ -332,9 +332,9 @@ def train_prepared(
             on_chunk(states, first_interval)
     compile_s = prepared.compile_s + time.perf_counter() - start
 
-    n_intervals, per_chunk = cfg.n_intervals, train.chunk_intervals(cfg)
+    n_intervals, per_chunk = cfg.n_intervals, trainer.chunk_intervals(cfg)
     steps_per_interval = cfg.steps_per_epoch * cfg.train.eval_every
-    n_steps = train.total_steps(cfg)
+    n_steps = trainer.total_steps(cfg)
     progress = Progress(n_steps, sum(g.n_models for g in groups), quiet or jax.process_index() > 0, steps_run)
     start = time.perf_counter()
     finished, interval, chunks_run = True, first_interval, 0
@@ -404,7 +404,7 @@ def train_prepared(
         "compaction": compaction.record(),
         "compile_cache": {**compile_cache.counts(), "folder": str(compile_cache.enable() or "off")},
     }
-    return Result(groups, states, train.logged_intervals(cfg), timing, finished)
+    return Result(groups, states, trainer.logged_intervals(cfg), timing, finished)
 
 
 def _given_params(group: plan.GroupModels, tree: Any, n_devices: int) -> Any:

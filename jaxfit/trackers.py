@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from jaxfit import analysis, plan, report, train
+from jaxfit import analysis, plan, report, trainer
 from jaxfit import config as config_lib
 
 NAMES = ("tensorboard", "wandb")
@@ -119,8 +119,8 @@ class Trackers:
         self.cfg, self.out = cfg, Path(out)
         self.name = name or self.out.name  # the run folder's name (not a staging folder's): W&B's group
         self.groups = plan.expand(cfg)
-        self.logged_intervals = train.logged_intervals(cfg)
-        self.logged_steps = train.interval_end_steps(cfg, self.logged_intervals)
+        self.logged_intervals = trainer.logged_intervals(cfg)
+        self.logged_steps = trainer.interval_end_steps(cfg, self.logged_intervals)
         self.writes = jax.process_index() == 0
         self.record = self.out / "trackers.json"
         state = json.loads(self.record.read_text()) if resume and self.record.exists() else {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 
 from jaxfit import report, run
@@ -36,8 +35,3 @@ def test_several_runs_make_one_table_and_one_figure(tmp_path, stepfit_run, capsy
     assert report.main([str(stepfit_run), str(twin), "--out", str(stepfit_run)]) == 2  # never into a run
     assert report.main([str(stepfit_run), str(tmp_path)]) == 2  # not a run
     assert "not a finished jaxfit run" in capsys.readouterr().err
-
-
-def test_held_values_carry_a_stopped_models_last_value():
-    values = np.array([[3.0, 2.0, np.nan, np.nan], [4.0, 3.0, 2.0, 1.0]])
-    np.testing.assert_array_equal(report.held(values), [[3, 2, 2, 2], [4, 3, 2, 1]])

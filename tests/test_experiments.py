@@ -34,6 +34,7 @@ ENGINE = [
     "config",
     "distributed",
     "experiment",
+    "extend",
     "fields",
     "inits",
     "kernels",
@@ -47,10 +48,11 @@ ENGINE = [
     "run",
     "rundir",
     "runfiles",
+    "runs",
     "signals",
     "sweep",
     "trackers",
-    "train",
+    "trainer",
 ]
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, inits, kernels, train
+from jaxfit import config, inits, kernels, trainer
 from jaxfit.experiment import template
 from jaxfit.experiments import sumsq
 
@@ -25,7 +25,9 @@ def sumsq_params(cfg, init="manual", key=0):
     group = cfg.groups[0]
     module = cfg.task.module(group.model)
     index = group.model.init.index(init)
-    return module, train.init_params(cfg.task, group.model, template(module, cfg.task.input_shape()), jnp.int32(index), jax.random.key(key))
+    return module, trainer.init_params(
+        cfg.task, group.model, template(module, cfg.task.input_shape()), jnp.int32(index), jax.random.key(key)
+    )
 
 
 @pytest.mark.slow
@@ -41,7 +43,7 @@ def test_shapes():
     stepfit = config.load("stepfit")
     for group, width in zip(stepfit.groups, (1, 8)):
         module = stepfit.task.module(group.model)
-        p = train.init_params(stepfit.task, group.model, template(module, stepfit.task.input_shape()), jnp.int32(0), jax.random.key(0))
+        p = trainer.init_params(stepfit.task, group.model, template(module, stepfit.task.input_shape()), jnp.int32(0), jax.random.key(0))
         assert p["fc1"]["kernel"].shape == (1, width) and p["fc2"]["kernel"].shape == (width, 1)
         assert module.apply({"params": p}, jnp.zeros((7, 1)), train=False).shape == (7, 1)
 
@@ -142,9 +144,9 @@ def test_subnet_matches_autodiff_of_the_layers_it_replaces(activation, with_mask
 
 
 def test_keys_depend_on_seed_index_only():
-    a = train.model_keys(350, jnp.int32(3))
-    b = train.model_keys(350, jnp.int32(3))
-    c = train.model_keys(350, jnp.int32(4))
+    a = trainer.model_keys(350, jnp.int32(3))
+    b = trainer.model_keys(350, jnp.int32(3))
+    c = trainer.model_keys(350, jnp.int32(4))
     for x, y, z in zip(a, b, c):
         np.testing.assert_array_equal(jax.random.key_data(x), jax.random.key_data(y))
         assert not np.array_equal(jax.random.key_data(x), jax.random.key_data(z))
@@ -188,7 +190,7 @@ def test_the_fast_subnets_are_the_nn_vmap_definition(activation, train_mode):
     modules = [cfg.task.module(cfg.groups[0].model) for cfg in (fast, plain)]
     shapes = [template(m, (64,)) for m in modules]
     assert jax.tree.map(lambda a: a.shape, shapes[0]) == jax.tree.map(lambda a: a.shape, shapes[1])
-    params = train.init_params(fast.task, fast.groups[0].model, shapes[0], jnp.int32(1), jax.random.key(0))  # he
+    params = trainer.init_params(fast.task, fast.groups[0].model, shapes[0], jnp.int32(1), jax.random.key(0))  # he
     params["subnet"]["fc1"]["bias"] = jax.random.normal(jax.random.key(1), (14,))  # units switching inside the range
     x = jax.random.uniform(jax.random.key(2), (40, 64), minval=-5, maxval=8)
     weight = jax.random.normal(jax.random.key(3), (40, 1))

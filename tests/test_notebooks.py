@@ -18,6 +18,8 @@ def test_notebook_executes_and_shows_its_plots(name, tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code)  # committed cleared
+    source = "\n".join(cell.source for cell in code)
+    assert "jaxfit.train(" in source and "jaxfit.open(" in source and "import json" not in source  # the Python API, no JSON by hand
     monkeypatch.setenv("JAXFIT_NOTEBOOK_QUICK", "1")
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     images = [output for cell in code for output in cell.outputs if "image/png" in output.get("data", {})]

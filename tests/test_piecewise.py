@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, sweep, train
+from jaxfit import config, sweep, trainer
 from jaxfit.experiment import make_eval_set, mse, template
 from jaxfit.experiments import stepfit
 from jaxfit.experiments.stepfit import MLP
@@ -63,7 +63,7 @@ def with_margin(monkeypatch, extra) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("candidates", [train.CANDIDATES, (2, 3)])
+@pytest.mark.parametrize("candidates", [trainer.CANDIDATES, (2, 3)])
 def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, candidates):
     """3000 steps (beyond 1000 intervals, so most steps are not logged and the shortcut skips
     them) with a threshold some models cross: stop steps, histories, final losses and parameters
@@ -72,7 +72,7 @@ def test_a_run_with_the_shortcut_reports_the_direct_runs_numbers(monkeypatch, ca
     made to need their direct value at every interval (Binomial(16, 1/3) of each group: buffers
     of 2 and 3 or 8 and the whole-group fallback each serve hundreds of intervals). (The best
     parameters are ranked by the closed form either way: the same loss, rounded differently.)"""
-    monkeypatch.setattr(train, "CANDIDATES", candidates)
+    monkeypatch.setattr(trainer, "CANDIDATES", candidates)
     cfg = small("stepfit", "train.steps=3000", "train.stop_at=0.07", "sweep.n_seeds=16")
     fast = sweep.run(cfg, quiet=True)
     with_margin(monkeypatch, lambda params: jnp.where(jnp.abs(params["fc2"]["bias"][0] * 1e4) % 3 < 1, 1e30, 0.0))

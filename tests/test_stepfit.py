@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from jaxfit import config, report, run, sweep, train
+from jaxfit import config, report, run, sweep, trainer
 from tests.conftest import small
 from tests.test_train import assert_same_model, model_arrays
 
@@ -105,11 +105,11 @@ def test_ablation_config_runs_its_groups_in_one_call(tmp_path, capsys):
 
 def test_long_runs_log_the_seeds_steps_and_store_nothing_per_step():
     cfg = config.load("stepfit")
-    steps = set(train.interval_end_steps(cfg, train.logged_intervals(cfg)).tolist())
-    seed_steps = set(train.doprint_steps(1_000_000)) - {0}
+    steps = set(trainer.interval_end_steps(cfg, trainer.logged_intervals(cfg)).tolist())
+    seed_steps = set(trainer.doprint_steps(1_000_000)) - {0}
     assert seed_steps <= steps and 1_000_001 in steps and len(steps) < 300
-    assert train.doprint_steps(1_000_000)[:12] == [0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000, 30000]
-    assert train.doprint_steps(1_000_000)[-3:] == [800000, 900000, 1000000]
+    assert trainer.doprint_steps(1_000_000)[:12] == [0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000, 30000]
+    assert trainer.doprint_steps(1_000_000)[-3:] == [800000, 900000, 1000000]
 
 
 @pytest.mark.parametrize("points", [2, 40, 200, 1000])
@@ -117,13 +117,15 @@ def test_history_points_sets_how_many_log_spaced_steps_a_long_run_keeps(points):
     """Past 1,000 intervals a run keeps the seed's print steps, `points` log-spaced steps and the
     last; a coarser grid keeps fewer, a finer one more, and at most one column per interval."""
     cfg = config.load("stepfit", [f"train.history_points={points}"])
-    steps = train.interval_end_steps(cfg, train.logged_intervals(cfg))
+    steps = trainer.interval_end_steps(cfg, trainer.logged_intervals(cfg))
     wanted = (
-        set(train.doprint_steps(1_000_000)[1:]) | set(np.unique(np.geomspace(1, 1_000_001, points).astype(np.int64)).tolist()) | {1_000_001}
+        set(trainer.doprint_steps(1_000_000)[1:])
+        | set(np.unique(np.geomspace(1, 1_000_001, points).astype(np.int64)).tolist())
+        | {1_000_001}
     )
     assert set(steps.tolist()) == wanted and len(steps) == len(set(steps.tolist()))
     short = config.load("stepfit", [f"train.history_points={points}", "train.steps=1000"])
-    assert len(train.logged_intervals(short)) == 1000  # up to 1,000 intervals: every one, whatever the setting
+    assert len(trainer.logged_intervals(short)) == 1000  # up to 1,000 intervals: every one, whatever the setting
 
 
 def test_wilson_interval_and_clusters():

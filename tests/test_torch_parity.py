@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch missing: pip install torch==2.13.0 (the CPU build) for the parity tests")
 from scipy import stats  # noqa: E402
 
-from jaxfit import config, kernels, optim, plan, sweep, train  # noqa: E402
+from jaxfit import config, kernels, optim, plan, sweep, trainer  # noqa: E402
 from jaxfit.experiment import template  # noqa: E402
 from jaxfit.experiments import stepfit as stepfit_experiment  # noqa: E402
 from jaxfit.experiments import sumsq as sumsq_experiment  # noqa: E402
@@ -23,15 +23,17 @@ from jaxfit.experiments import torch_reference as ref  # noqa: E402
 torch.set_num_threads(1)
 
 
-def coords_of(cfg, group_index=0, model=0) -> train.Coords:
+def coords_of(cfg, group_index=0, model=0) -> trainer.Coords:
     c = plan.expand(cfg)[group_index].coords
-    return train.Coords(jnp.int32(c.seed_index[model]), jnp.int32(c.init_index[model]), {k: jnp.float32(v[model]) for k, v in c.hp.items()})
+    return trainer.Coords(
+        jnp.int32(c.seed_index[model]), jnp.int32(c.init_index[model]), {k: jnp.float32(v[model]) for k, v in c.hp.items()}
+    )
 
 
 def jax_trajectory(cfg, group_index, params, x, y):
-    """jaxfit's own optimiser step (train.make_step), scanned over the given batches."""
+    """jaxfit's own optimiser step (trainer.make_step), scanned over the given batches."""
     group = cfg.groups[group_index]
-    step_fn = train.make_step(cfg, group)
+    step_fn = trainer.make_step(cfg, group)
     coords = coords_of(cfg, group_index)
 
     @jax.jit
@@ -274,7 +276,7 @@ def jax_init_samples(model_cfg, task, scheme: str, n: int) -> dict:
     module = task.module(model_cfg)
     shapes = template(module, task.input_shape())
     index = jnp.int32(model_cfg.init.index(scheme))
-    draw = jax.jit(jax.vmap(lambda k: train.init_params(task, model_cfg, shapes, index, k)))
+    draw = jax.jit(jax.vmap(lambda k: trainer.init_params(task, model_cfg, shapes, index, k)))
     return jax.tree.map(np.asarray, draw(jax.random.split(jax.random.key(0), n)))
 
 

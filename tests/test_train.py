@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxfit import config, experiment, plan, report, run, sweep, train
+from jaxfit import config, experiment, plan, report, run, sweep, trainer
 from tests.conftest import run_small
 
 
@@ -220,15 +220,15 @@ def test_the_trainers_parts_are_functions_of_their_setup():
     (the scratch column past the logged ones), the stop test in either direction, and a step
     that a non-finite update freezes instead of applying."""
     cfg = config.load("stepfit", ["train.steps=3000", "sweep.n_seeds=1"])
-    s = train.make_setup(cfg, cfg.groups[0])
+    s = trainer.make_setup(cfg, cfg.groups[0])
     logged = np.asarray(s.logged)
-    assert [int(train.log_slot(s, jnp.int32(i))) for i in logged[:3]] == [0, 1, 2]
+    assert [int(trainer.log_slot(s, jnp.int32(i))) for i in logged[:3]] == [0, 1, 2]
     unlogged = next(i for i in range(3000) if i not in set(logged.tolist()))
-    assert int(train.log_slot(s, jnp.int32(unlogged))) == s.n_logged
-    assert bool(train.reaches(s, jnp.float32(0.004))) and not bool(train.reaches(s, jnp.float32(0.006)))
+    assert int(trainer.log_slot(s, jnp.int32(unlogged))) == s.n_logged
+    assert bool(trainer.reaches(s, jnp.float32(0.004))) and not bool(trainer.reaches(s, jnp.float32(0.006)))
     coords = jax.tree.map(lambda a: a[0], plan.expand(cfg)[0].coords)
-    state = train.init_one(s, coords, train.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size)))
+    state = trainer.init_one(s, coords, trainer.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size)))
     x = jnp.full((cfg.train.batch_size, 1), jnp.nan)
-    after = train.train_step(s, train.Trained.start(state), jnp.int32(0), x, x, coords)
+    after = trainer.train_step(s, trainer.Trained.start(state), jnp.int32(0), x, x, coords)
     assert not bool(after.active) and int(after.diverged_step) == 0 and int(after.steps_done) == 0
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(state.params)))

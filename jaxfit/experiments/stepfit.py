@@ -262,7 +262,7 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     groups = {g.name: g for g in cfg.groups}
 
     # validation loss of every model, log-log, one panel per set
-    fig, axes = plots.panels(len(sets), 4.4, 3.4, sharey=True)
+    fig, axes = plots.panels(len(sets), 4.4, 3.4)
     steps = np.concatenate([[1], history["step"]])  # step 0 (lossInit) drawn at 1 on a log axis
     for ax, (label, index) in zip(axes, sets.items()):
         shown = plots.spread(index, plots.MAX_CURVES)
@@ -284,7 +284,7 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     finite = finals[np.isfinite(finals) & (finals > 0)]
     low, high = (max(finite.min(), 1e-6), max(finite.max(), 1e-6)) if finite.size else (1e-3, 1.0)
     bins = np.geomspace(low / 1.2, high * 1.2, 40)
-    fig, axes = plots.panels(len(sets), 4.4, 3.0, sharex=True)
+    fig, axes = plots.panels(len(sets), 4.4, 3.0)
     for ax, (label, index) in zip(axes, sets.items()):
         ax.hist(finals[index][np.isfinite(finals[index])], bins=bins)
         for centre, count in analysis.clusters(list(finals[index])):
@@ -296,7 +296,7 @@ def draw(out: Path, cfg: Config, summary: dict, history: dict, params: Any) -> N
     # fitted functions of a few models (up to 2 that reached the threshold, 2 that did not)
     task = cfg.task
     assert isinstance(task, StepfitTask)
-    fig, axes = plots.panels(len(sets), 4.4, 3.3, sharey=True)
+    fig, axes = plots.panels(len(sets), 4.4, 3.3)
     x = np.linspace(0, 1, 2001, dtype=np.float32)[:, None]
     for ax, (label, index) in zip(axes, sets.items()):
         ax.plot(x[:, 0], task.target(x)[:, 0], "k--", lw=1, label="target")

@@ -47,12 +47,12 @@ VARIANTS = {
 
 CHILD = """
 import json, sys, time
-from jaxfit import config, sweep, train
+from jaxfit import config, sweep, trainer
 name, overrides, window = json.loads(sys.argv[1])
 cfg = config.load(name, overrides)
 ends = []
 result = sweep.run(cfg, quiet=True, on_chunk=lambda states, interval: ends.append(
-    (time.perf_counter(), int(train.interval_end_steps(cfg, [interval - 1])[0]))))
+    (time.perf_counter(), int(trainer.interval_end_steps(cfg, [interval - 1])[0]))))
 out = {"timing": result.timing, "n_models": sum(g.n_models for g in result.groups)}
 if window:
     inside = [(t, s) for t, s in ends if window[0] <= s <= window[1]]

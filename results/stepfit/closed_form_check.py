@@ -5,7 +5,7 @@ validation computed directly on the grid, and compare.
 
 Checked on faithful_100_seeds (200 models, 1,000,001 steps) and ablation_1000_30k (1,000 models,
 30,000 steps, where hundreds cross the threshold and the direct evaluations go through the
-candidate buffers of `train.evaluate_where_needed`); each RUN_DIR/closed_form_check.json is the record.
+candidate buffers of `trainer.evaluate_where_needed`); each RUN_DIR/closed_form_check.json is the record.
 
 jaxfit validates stepfit's nets through `stepfit.bound` (closed-form MSE and a rounding margin)
 and evaluates directly only where a value could matter (see jaxfit/experiments/stepfit.py). This reruns the

@@ -77,13 +77,13 @@ def initial(folder: str, group: str, seeds: np.ndarray) -> dict:
     again as the engine drew them, from the run seed and each model's seed index."""
     import jax
 
-    from jaxfit import train
+    from jaxfit import trainer
     from jaxfit.experiment import template
 
     cfg = config.load(str(ROOT / folder / "config.toml"))
     model = next(g.model for g in cfg.groups if g.name == group)
     shapes = template(cfg.task.module(model), cfg.task.input_shape())
-    draw = jax.jit(jax.vmap(lambda seed: train.init_params(cfg.task, model, shapes, 0, train.model_keys(cfg.seed, seed)[2])))
+    draw = jax.jit(jax.vmap(lambda seed: trainer.init_params(cfg.task, model, shapes, 0, trainer.model_keys(cfg.seed, seed)[2])))
     return unpack(jax.tree.map(np.asarray, draw(seeds)))
 
 

@@ -113,10 +113,10 @@ def fixed_sums(fn: Callable, mode: str) -> Callable:
 
 def patch(mode: str) -> None:
     """Every group's optimiser step built from now on has its sums rewritten."""
-    from jaxfit import train
+    from jaxfit import trainer
 
-    plain = train.make_step
-    train.make_step = lambda cfg, group: fixed_sums(plain(cfg, group), mode)
+    plain = trainer.make_step
+    trainer.make_step = lambda cfg, group: fixed_sums(plain(cfg, group), mode)
 
 
 if __name__ == "__main__":

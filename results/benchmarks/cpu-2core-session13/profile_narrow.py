@@ -21,7 +21,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compiled_chunk import workload_config  # noqa: E402
 
-from jaxfit import sweep, train  # noqa: E402
+from jaxfit import sweep, trainer  # noqa: E402
 
 
 def profile(workload: str, n_models: int, top: int = 12) -> None:
@@ -30,7 +30,7 @@ def profile(workload: str, n_models: int, top: int = 12) -> None:
     program = prepared.program(0, None)
     states = prepared.init_fn(prepared.coords, prepared.given, prepared.data)
     state = jax.block_until_ready(program(states[0], prepared.coords[0], prepared.data, jnp.int32(0), None))  # warm
-    steps = train.chunk_intervals(cfg) * cfg.train.eval_every * cfg.steps_per_epoch
+    steps = trainer.chunk_intervals(cfg) * cfg.train.eval_every * cfg.steps_per_epoch
     folder = f"/tmp/profile_{workload}_{n_models}"
     start = time.perf_counter()
     with jax.profiler.trace(folder):

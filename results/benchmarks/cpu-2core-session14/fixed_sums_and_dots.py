@@ -142,19 +142,19 @@ def patch() -> None:
     """Every group built from now on has its step (and, unless STEPONLY, its evaluation and closed form) rewritten."""
     from functools import partial
 
-    from jaxfit import train
+    from jaxfit import trainer
 
-    plain_step, plain_setup = train.make_step, train.make_setup
-    train.make_step = lambda cfg, group: fixed_sums(plain_step(cfg, group))
+    plain_step, plain_setup = trainer.make_step, trainer.make_setup
+    trainer.make_step = lambda cfg, group: fixed_sums(plain_step(cfg, group))
 
     def setup(cfg, group):
         s = plain_setup(cfg, group)
         if os.environ.get("STEPONLY"):
             return s
         bound = fixed_sums(s.bound) if s.bound is not None else None
-        return s._replace(bound=bound, evaluate_one=jax.jit(fixed_sums(partial(train.evaluate, s))))
+        return s._replace(bound=bound, evaluate_one=jax.jit(fixed_sums(partial(trainer.evaluate, s))))
 
-    train.make_setup = setup
+    trainer.make_setup = setup
 
 
 if __name__ == "__main__":

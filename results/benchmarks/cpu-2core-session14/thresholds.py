@@ -17,21 +17,21 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxfit import config, experiment, plan, train
+from jaxfit import config, experiment, plan, trainer
 
 SMALL = 4096
 
 
 def per_model_sizes(cfg: config.Config, group: plan.GroupModels) -> set[int]:
-    s = train.make_setup(cfg, group.group)
-    data = train.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size))
+    s = trainer.make_setup(cfg, group.group)
+    data = trainer.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size))
 
     def sizes(n: int) -> list[int]:
         block = jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), group.coords)
-        states = jax.eval_shape(partial(train.init_block, s), block, data)
+        states = jax.eval_shape(partial(trainer.init_block, s), block, data)
         return [
             int(v.aval.size)
-            for eqn in train.equations(partial(train.run_chunk, s), states, block, data, jnp.int32(0))
+            for eqn in trainer.equations(partial(trainer.run_chunk, s), states, block, data, jnp.int32(0))
             for v in eqn.outvars
             if hasattr(v.aval, "dtype") and jnp.issubdtype(v.aval.dtype, jnp.floating)
         ]
