@@ -26,13 +26,13 @@ from jaxfit.fields import ConfigError, bounded, fail
 
 if TYPE_CHECKING:
     from jaxfit.config import load
-    from jaxfit.experiment import EvalSet, Task, make_eval_set, mean_over, mse, register
+    from jaxfit.experiment import EvalSet, Task, mean_over, mse, register
     from jaxfit.run import TrainingFailed, train
     from jaxfit.runs import Run, open
 
 _LAZY = {
     "load": "jaxfit.config",
-    **{name: "jaxfit.experiment" for name in ("EvalSet", "Task", "make_eval_set", "mean_over", "mse", "register")},
+    **{name: "jaxfit.experiment" for name in ("EvalSet", "Task", "mean_over", "mse", "register")},
     **{name: "jaxfit.runs" for name in ("Run", "open")},
     **{name: "jaxfit.run" for name in ("TrainingFailed", "train")},
 }
@@ -47,7 +47,6 @@ __all__ = [
     "bounded",
     "fail",
     "load",
-    "make_eval_set",
     "mean_over",
     "mse",
     "open",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -24,11 +25,11 @@ from jaxfit.experiment import (
     NNXModule,
     Task,
     chunked,
+    data_per_model,
     model_schemes,
     module_of,
     template,
     uses_epoch_order,
-    uses_sampler,
 )
 
 
@@ -79,9 +80,10 @@ class Checker:
         return self.call(method, lambda: jax.eval_shape(fn, *args))
 
 
-def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: int, seed: int = 0) -> Any:
+def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: int, seed: int = 0) -> list[Any]:
     """Call every method the engine will call, for each model table, and check what it returns;
-    the experiment's data (`data(eval_chunk)`, made once)."""
+    the data each table trains on, as the engine passes it into jit (`data()` made once and
+    shared, or `data(model)` made for each table), in the order of `models`."""
     c = Checker(task)
     shape = c.call("input_shape()", task.input_shape)
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and n > 0 for n in shape):
@@ -89,14 +91,27 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
     steps = c.call(f"steps_per_epoch({batch_size})", task.steps_per_epoch, batch_size)
     if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 1:
         raise c.fail(f"steps_per_epoch({batch_size})", _short(steps), "an int >= 1")
-    sampled = uses_sampler(task)
-    made = "data()" if sampled else f"data({eval_chunk})"
-    given = c.call(made, task.data) if sampled else c.call(made, task.data, eval_chunk)
+    key, step = jax.random.key(seed), jnp.int32(0)
+    shared = None if data_per_model(task) else _checked_data(c, task, "data()", task.data, shape, eval_chunk)
+    out = []
+    for model in models:
+        made = f"data(model table {model.name!r})"
+        per_table = partial(task.data, model)  # type: ignore[call-arg]  # data(self, model), as data_per_model found
+        data = shared if shared is not None else _checked_data(c, task, made, per_table, shape, eval_chunk)
+        _check_model(c, task, model, shape, data, key, step, batch_size)
+        out.append(data)
+    return out
+
+
+def _checked_data(c: Checker, task: Task, made: str, make: Any, shape: tuple, eval_chunk: int) -> Any:
+    """What `make` (data() or data(model)) returns, checked, with its eval sets in chunks."""
+    given = c.call(made, make)
     _check_arrays(c, made, given)
-    if sampled and type(task).evaluate is Task.evaluate:
+    default_evaluate = type(task).evaluate is Task.evaluate
+    if default_evaluate:
         _check_eval_sets(c, made, given, shape)
-    data = chunked(given, eval_chunk) if sampled else given
-    if sampled and type(task).evaluate is Task.evaluate:
+    data = chunked(given, eval_chunk)
+    if default_evaluate:
         sets = data.get("eval") if isinstance(data, dict) else None
         if not isinstance(sets, dict) or not sets:
             raise c.fail(
@@ -112,18 +127,6 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
                     f'["eval"][{name!r}] = {_short(value)}',
                     "each eval set as a tuple (x, y) of arrays, x [n, *input_shape()], y [n, ...]",
                 )
-    elif type(task).evaluate is Task.evaluate:
-        sets = getattr(data, "eval_sets", None)
-        if not isinstance(sets, dict) or not sets or not all(isinstance(v, EvalSet) for v in sets.values()):
-            raise c.fail(
-                made,
-                _short(data),
-                "an object with `eval_sets`, a dict of make_eval_set(x, y, eval_chunk), "
-                "which the default evaluate() reads; or define evaluate()",
-            )
-    key, step = jax.random.key(seed), jnp.int32(0)
-    for model in models:
-        _check_model(c, task, model, shape, data, key, step, batch_size)
     return data
 
 
@@ -206,21 +209,16 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
                 "parameters of other names or shapes",
                 f"the module's own tree: {jax.tree.map(lambda s: tuple(s.shape), shapes)}",
             )
-    if uses_sampler(task):
-        sample = c.call(f"sampler({table}, {batch_size})", task.sampler, model, batch_size)
-        if not callable(sample):
-            raise c.fail(f"sampler({table}, {batch_size})", _short(sample), "a function (data, key, step) -> (x, y)")
-        if uses_epoch_order(task):
-            order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
-            method = f"sampler({table}, {batch_size})(data, key, step, order)"
-            batch = c.traced(method, sample, data, key, step, order)
-        else:
-            method = f"sampler({table}, {batch_size})(data, key, step)"
-            batch = c.traced(method, sample, data, key, step)
-    else:
+    sample = c.call(f"sampler({table}, {batch_size})", task.sampler, model, batch_size)
+    if not callable(sample):
+        raise c.fail(f"sampler({table}, {batch_size})", _short(sample), "a function (data, key, step) -> (x, y)")
+    if uses_epoch_order(task):
         order = c.traced("epoch_order(data, key, epoch)", lambda d, k, e: task.epoch_order(d, k, e), data, key, step)
-        method = f"batch(data, {table}, ...)"
-        batch = c.traced(method, lambda d, k, s, o: task.batch(d, model, o, k, s, s, batch_size), data, key, step, order)
+        method = f"sampler({table}, {batch_size})(data, key, step, order)"
+        batch = c.traced(method, sample, data, key, step, order)
+    else:
+        method = f"sampler({table}, {batch_size})(data, key, step)"
+        batch = c.traced(method, sample, data, key, step)
     if not isinstance(batch, tuple) or len(batch) != 2 or not all(hasattr(a, "shape") for a in batch):
         raise c.fail(method, _short(batch), "a tuple (x, y) of two arrays")
     x, y = batch
@@ -241,7 +239,7 @@ def _check_model(c: Checker, task: Task, model: Any, shape: tuple, data: Any, ke
     loss = c.traced("loss(pred, y)", task.loss, pred, y)
     if not hasattr(loss, "shape") or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
         raise c.fail("loss(pred, y)", _short(loss), "one float number (a scalar), the batch's mean loss")
-    own = type(task).evaluate is not Task.evaluate or not uses_sampler(task)
+    own = type(task).evaluate is not Task.evaluate
     if not own and type(task).metrics is Task.metrics:
         for name, eval_set in data["eval"].items():
             out = c.traced(f"module({table})(x, train=False)", lambda v, x: module.apply(v, x, train=False), variables, eval_set.x[0])

@@ -7,8 +7,10 @@ config's `task.name` picks) and whose methods say what it trains. It must give
     models                      the model tables it accepts (dataclasses with `name` and
                                 `init: tuple[Literal[scheme, ...], ...]`)
     input_shape()               one sample's input shape
-    data()                      its fixed arrays (host numpy, any pytree); a dict whose "eval"
-                                entry maps each eval set's name to plain (x, y) arrays
+    data() or data(model)       its fixed arrays (host numpy, any pytree); a dict whose "eval"
+                                entry maps each eval set's name to plain (x, y) arrays. With a
+                                `model` argument, called once per model table: each group
+                                then has data of its own (e.g. a teacher per group)
     sampler(model, batch_size)  bound once per model table: (data, key, step) -> (x, y), the
                                 batch a model trains on at a step (traced inside jit)
     module(model)               the Flax module of a model table, linen or NNX, called as
@@ -21,9 +23,6 @@ look at), `init_params` (PyTorch's init schemes), `steps_per_epoch` (1), `epoch_
 every step of an epoch shares, e.g. a shuffle; the sampler's function then takes it as a fourth
 argument), `check` (cross-key checks), `evaluate` (a whole evaluation of one's own),
 `val_bound`/`full_batch_loss` (closed forms), `plots` (the common loss curves), `host_bytes`.
-An experiment written for the interface before the sampler (`data(eval_chunk)` with
-`make_eval_set`, `batch(data, model, order, key, step, step_in_epoch, batch_size)`, `evaluate`
-reading `data.eval_sets`) runs unchanged.
 
 What a class declares is checked when it is chosen (`check_experiment`), what its methods return
 before anything trains (checks.py); each mistake is one line naming the class. The engine never
@@ -109,21 +108,21 @@ def means_over(eval_set: EvalSet, per_sample: Callable[[jax.Array, jax.Array], d
     return {k: mean_over(eval_set, one(k)) for k in names}
 
 
-def uses_sampler(task: Any) -> bool:
-    """Whether an experiment gives a `sampler` (else the `batch` of the interface before it)."""
-    return type(task).sampler is not Task.sampler
-
-
 def uses_epoch_order(task: Any) -> bool:
     """Whether an experiment shares something between the steps of an epoch (`epoch_order`): its
     sampler's function then takes it as a fourth argument."""
     return type(task).epoch_order is not Task.epoch_order
 
 
-def run_data(task: Any, eval_chunk: int) -> Any:
-    """An experiment's fixed arrays as the engine passes them into jit: with a `sampler`,
-    `data()` `chunked`; with `batch`, `data(eval_chunk)` as the experiment made it."""
-    return chunked(task.data(), eval_chunk) if uses_sampler(task) else task.data(eval_chunk)
+def data_per_model(task: Any) -> bool:
+    """Whether an experiment's `data` takes the model table (data per group) or nothing."""
+    return len(inspect.signature(type(task).data).parameters) > 1
+
+
+def run_data(task: Any, model: Any, eval_chunk: int) -> Any:
+    """The fixed arrays a model of table `model` trains on, as the engine passes them into
+    jit: `data(model)` (or `data()`) `chunked`."""
+    return chunked(task.data(model) if data_per_model(task) else task.data(), eval_chunk)
 
 
 def chunked(data: Any, eval_chunk: int) -> Any:
@@ -219,40 +218,31 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__}.input_shape")
 
     def data(self) -> Any:
-        """The fixed arrays of a run (host numpy), any pytree. With a `sampler`: `data()` (no
-        argument), a dict whose "eval" entry maps each eval set's name to its plain arrays
-        `(x, y)`; the engine cuts them into chunks of train.eval_batch_size samples. With `batch`
-        (the interface before the sampler): `data(eval_chunk)`, `evaluate` by default reading
-        `data.eval_sets`, a dict of `make_eval_set(x, y, eval_chunk)`."""
+        """The fixed arrays of a run (host numpy), any pytree: a dict whose "eval" entry maps
+        each eval set's name to its plain arrays `(x, y)`, which the engine cuts into chunks of
+        train.eval_batch_size samples. Define it as `data(self, model)` for data that depend on
+        the model table: it is then called once per table, and each group trains and is
+        evaluated on its own (a teacher per group, an eval set per input size)."""
         raise NotImplementedError(f"{type(self).__name__}.data")
 
-    def sampler(self, model: Any, batch_size: int) -> Callable[..., tuple[jax.Array, jax.Array]] | None:
+    def sampler(self, model: Any, batch_size: int) -> Callable[..., tuple[jax.Array, jax.Array]]:
         """The function `(data, key, step) -> (x [batch_size, *input_shape], y)` that a model of
         table `model` trains on at global step `step` (traced inside jit; `key` is the model's data
         key, drawn from its seed index alone: models of one seed index see the same batches).
-        Bound once per model table, as optax binds a transformation's hyperparameters. None (the
-        default): the experiment gives `batch` instead."""
-        return None
+        Bound once per model table, as optax binds a transformation's hyperparameters."""
+        raise NotImplementedError(f"{type(self).__name__}.sampler")
 
     def metrics(self, pred: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-        """With a `sampler`: eval-mode metrics per sample ([chunk] each); the engine averages each
-        over every eval set S of data()["eval"] as `S_NAME`. Default: `loss`, the squared error
-        summed over outputs (so `val_loss` is MSE on eval set "val")."""
+        """Eval-mode metrics per sample ([chunk] each); the engine averages each over every eval
+        set S of data()["eval"] as `S_NAME`. Default: `loss`, the squared error summed over
+        outputs (so `val_loss` is MSE on eval set "val")."""
         return {"loss": fixed_order_sum(((pred - y) ** 2).reshape(pred.shape[0], -1))}
 
     def epoch_order(self, data: Any, key: jax.Array, epoch: jax.Array) -> Any:
         """Optional: what every step of an epoch shares (e.g. a permutation of the training set),
         computed once an epoch; the sampler's function then takes it as a fourth argument,
-        `(data, key, step, order)` (`batch`'s `order`)."""
+        `(data, key, step, order)`."""
         return None
-
-    def batch(
-        self, data: Any, model: Any, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int
-    ) -> tuple[jax.Array, jax.Array]:
-        """The (x [batch, *input_shape], y) a model of table `model` (its group's) trains on at
-        global step `step`, usually train.batch_size samples; `key` is the model's data key (its
-        seed index only: models of one seed see the same batches)."""
-        raise NotImplementedError(f"{type(self).__name__}.batch")
 
     def module(self, model: Any) -> nn.Module:
         """The Flax module of a model table; called as `apply({'params': p}, x, train=...)` with
@@ -274,18 +264,15 @@ class Task:
         return None
 
     def evaluate(self, module: Any, params: Params, data: Any) -> dict[str, jax.Array]:
-        """Eval-mode metrics (scalars) after every interval. With a `sampler`: each of `metrics`
-        averaged over every eval set (`val_loss`, `val_accuracy`, ...); with `batch`: `NAME_loss`
-        (MSE) per eval set of `data.eval_sets`."""
-        if uses_sampler(self):
-            return {
-                f"{name}_{metric}": value
-                for name, eval_set in data["eval"].items()
-                for metric, value in means_over(
-                    eval_set, lambda x, y: self.metrics(module.apply({"params": params}, x, train=False), y)
-                ).items()
-            }
-        return {f"{name}_loss": mse(module, params, eval_set) for name, eval_set in data.eval_sets.items()}
+        """Eval-mode metrics (scalars) after every interval: each of `metrics` averaged over
+        every eval set (`val_loss`, `val_accuracy`, ...)."""
+        return {
+            f"{name}_{metric}": value
+            for name, eval_set in data["eval"].items()
+            for metric, value in means_over(
+                eval_set, lambda x, y: self.metrics(module.apply({"params": params}, x, train=False), y)
+            ).items()
+        }
 
     def val_bound(self, model: Any, eval_chunk: int) -> Callable[[Params], tuple[jax.Array, jax.Array]] | None:
         """Optional fast filter: params -> (monitored metric in closed form, margin) with
@@ -316,7 +303,7 @@ def register(cls: type[Task]) -> type[Task]:
 
 
 GOALS = ("min", "max")
-REQUIRED = ("input_shape", "data", "module")  # what every experiment must define, and a sampler (or batch)
+REQUIRED = ("input_shape", "data", "sampler", "module")  # what every experiment must define
 
 
 def model_schemes(table: type) -> tuple[str, ...]:
@@ -338,10 +325,9 @@ def check_experiment(cls: type[Task]) -> None:
         raise ExperimentError(f"{where}: monitor = {cls.monitor!r}: must name one of evaluate's metrics, e.g. 'val_loss'")
     missing = [m for m in REQUIRED if getattr(cls, m) is getattr(Task, m)]
     if missing:
-        raise ExperimentError(f"{where}: defines no {missing[0]}(); an experiment must define {', '.join(REQUIRED)} and sampler")
-    if cls.sampler is Task.sampler and cls.batch is Task.batch:
+        what = {"sampler": "sampler(model, batch_size), which returns the (data, key, step) -> (x, y) a model trains on"}
         raise ExperimentError(
-            f"{where}: defines no sampler(model, batch_size), which returns the (data, key, step) -> (x, y) a model trains on"
+            f"{where}: defines no {what.get(missing[0], missing[0] + '()')}; an experiment must define {', '.join(REQUIRED)}"
         )
     if not isinstance(cls.models, tuple | list) or not cls.models:
         raise ExperimentError(

@@ -96,7 +96,7 @@ class Prepared:
     cfg: Config
     groups: list[plan.GroupModels]
     coords: list[trainer.Coords]
-    data: Any
+    data: list[trainer.RunData]  # each group's (groups of one model table share theirs)
     given: list[Any]
     init_fn: Any
     program: Callable[[int, int | None], Any]  # (group, models per device or None for all) -> its compiled chunk
@@ -123,23 +123,28 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
         plan.available_memory(jax.devices("cpu")[0]),
     )
     groups = plan.expand(cfg)
-    models = list({repr(g.model): g.model for g in cfg.groups}.values())
-    data = trainer.RunData(checks.check_returns(cfg.task, models, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed))
+    tables = {repr(g.model): g.model for g in cfg.groups}
+    made = checks.check_returns(cfg.task, list(tables.values()), cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed)
+    unique = list({id(d): d for d in made}.values())  # data() once for every table, or data(model) for each
+    data = [trainer.RunData(d) for d in unique]
     if batches is not None:
-        data = trainer.with_batches(cfg.task, data, *batches, trainer.total_steps(cfg), cfg.train.batch_size)
+        data = [trainer.with_batches(cfg.task, d, *batches, trainer.total_steps(cfg), cfg.train.batch_size) for d in data]
+    of_table = dict(zip(tables, (next(i for i, u in enumerate(unique) if u is d) for d in made)))
+    data_index = [of_table[repr(g.group.model)] for g in groups]  # each group's data
     trainers = [trainer.make_train(cfg, g.group) for g in groups]
-    footprints = [trainer.footprint(plan.padded(g.coords), data) for trainer, g in zip(trainers, groups)]
+    footprints = [trainer.footprint(plan.padded(g.coords), data[i]) for trainer, g, i in zip(trainers, groups, data_index)]
     per_model, replicated, n_devices = plan.mesh(sum(f[0] * g.n_models for f, g in zip(footprints, groups)))
     coords = [plan.padded(g.coords, n_devices) for g in groups]
     given = [_given_params(g, (initial_params or {}).get(g.group.name), n_devices) for g in groups]
     per_device = [len(c.seed_index) // n_devices for c in coords]
     coords, given = jax.device_put((coords, given), per_model)
-    data = jax.device_put(data, replicated)
+    placed = jax.device_put(data, replicated)  # each table's data on the devices once, however many groups share it
+    data = [placed[i] for i in data_index]
 
     def init_all(coords, given, data):
         return [
-            plan.in_blocks(lambda m, d: t.init(m[0], d, m[1]), plan.models_per_block(*f, n, device), (c, p), data)
-            for t, f, n, c, p in zip(trainers, footprints, per_device, coords, given)
+            plan.in_blocks(lambda m, d: t.init(m[0], d, m[1]), plan.models_per_block(*f, n, device), (c, p), d)
+            for t, f, n, c, p, d in zip(trainers, footprints, per_device, coords, given, data)
         ]
 
     def chunk(group: int, size: int | None, state, coords, data, first_interval, pick):
@@ -160,7 +165,7 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
         def program(group: int, size: int | None) -> Any:
             if (group, size) not in programs:
                 pick = None if size is None else jax.ShapeDtypeStruct((size * n_devices,), jnp.int32, sharding=per_model)
-                args = (states[group], coords[group], data, jnp.int32(0), pick)
+                args = (states[group], coords[group], data[group], jnp.int32(0), pick)
                 programs[group, size] = plan.EachDevice(partial(chunk, group, size), per_model, args, options, donate=True)
             return programs[group, size]
 
@@ -254,7 +259,7 @@ class Compaction:
                 out.append(state)
                 continue
             program = self.prepared.program(group, size)
-            out.append(jax.block_until_ready(program(state, coords[group], data, jnp.int32(interval), self.pick(group, a))))
+            out.append(jax.block_until_ready(program(state, coords[group], data[group], jnp.int32(interval), self.pick(group, a))))
             self.chunk_s[group] = time.perf_counter() - start
         return out
 

@@ -35,7 +35,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 
 from jaxfit import optim
 from jaxfit.config import Config, Group
-from jaxfit.experiment import Task, module_of, template, uses_epoch_order, uses_sampler
+from jaxfit.experiment import Task, module_of, template, uses_epoch_order
 from jaxfit.kernels import scan
 from jaxfit.own_sums import own_order
 
@@ -184,17 +184,15 @@ def init_params(task: Task, model: Any, shapes: Any, init_index: jax.Array, key:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[init_index], *candidates)
 
 
-def batch_at(task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, step_in_epoch: jax.Array, batch_size: int):
+def batch_at(
+    task: Task, model: Any, data: RunData, order: Any, key: jax.Array, step: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
     """The (x, y) a model of table `model` trains on at global step `step`: the given batches,
-    or the task's."""
+    or the task's sampler's (bound once per table, train.batch_size samples)."""
     if data.batches is not None:
         return data.batches[0][step], data.batches[1][step]
-    if uses_sampler(task):
-        sample = task.sampler(model, batch_size)
-        assert sample is not None  # uses_sampler
-        x, y = sample(data.task, key, step, order) if uses_epoch_order(task) else sample(data.task, key, step)
-    else:
-        x, y = task.batch(data.task, model, order, key, step, step_in_epoch, batch_size)
+    sample = task.sampler(model, batch_size)
+    x, y = sample(data.task, key, step, order) if uses_epoch_order(task) else sample(data.task, key, step)
     chex.assert_shape(x, (None, *task.input_shape()))  # checked while tracing: an experiment's mistake, named
     chex.assert_equal_shape_prefix([x, y], 1)
     return x, y
@@ -365,7 +363,7 @@ def batch_and_step(
 ) -> Trained:
     """The batch of a step of an epoch, and the optimiser step on it."""
     step = epoch * s.cfg.steps_per_epoch + step_in_epoch
-    x, y = batch_at(s.task, s.group.model, data, order, data_key, step, step_in_epoch, s.cfg.train.batch_size)
+    x, y = batch_at(s.task, s.group.model, data, order, data_key, step, s.cfg.train.batch_size)
     return train_step(s, carry, step, x, y, coords)
 
 

@@ -98,6 +98,17 @@ def test_seeds_for_five_points_narrow_the_wilson_interval_to_five_points(success
     assert width[1] <= 0.1 + 0.01 and (m == 1 or width[0] > 0.1 - 0.01)  # ±5 points (to the rounding of the count)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_rank_biserial_effect_is_the_signed_rank_sums_difference(seed):
+    """Kerby's simple difference formula with scipy's ranks: (W+ - W-) / (W+ + W-), ties given
+    their mean rank, zeros dropped."""
+    d = np.round(np.random.default_rng(seed).normal(0.2, 1, 30), 1)
+    nonzero = d[d != 0]
+    ranks = scipy_stats.rankdata(np.abs(nonzero))
+    expected = (ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum()
+    assert analysis.rank_biserial(d) == pytest.approx(expected)
+
+
 def test_the_rank_biserial_effect_runs_from_minus_one_to_one():
     assert analysis.rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
     assert analysis.rank_biserial(np.array([-1.0, -2.0])) == -1.0

@@ -261,3 +261,52 @@ def test_an_nnx_module_is_the_same_function_split_and_merged():
     batched = jax.vmap(lambda p, k: wrapped.apply({"params": p}, x, train=True, rngs={"dropout": k}))
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
     assert batched(stacked, jax.random.split(key, 2)).shape == (2, 2, 4)
+
+
+TEACHER_STUDENT = ROOT / "examples" / "teacher_student.toml"
+
+
+@pytest.mark.slow
+def test_data_per_model_table_gives_each_group_its_own_teacher(tmp_path):
+    """examples/teacher_student.py: `data(model)` is called once per model table, each group
+    trains and is evaluated on its own teacher, and one run compares the teachers seed by seed."""
+    small = ["sweep.n_seeds=6", "train.steps=600", "train.stop_at=0.005"]
+    cfg = config.load(str(TEACHER_STUDENT), small)
+    prepared = sweep.prepare(cfg)
+    teachers = [np.asarray(d.task["teacher"][0]) for d in prepared.data]
+    assert [t.shape for t in teachers] == [(8, 4), (8, 8), (8, 12)]  # each group's own, in group order
+    for d, g in zip(prepared.data, cfg.groups):
+        np.testing.assert_array_equal(np.asarray(d.task["eval"]["val"].y).reshape(-1)[:5], cfg.task.data(g.model)["eval"]["val"][1][:5, 0])
+    out = tmp_path / "ts"
+    assert run.main(["--config", str(TEACHER_STUDENT), *[a for o in small for a in ("--set", o)], "--quiet", "--out", str(out)]) == 0
+    analysis = json.loads((out / "summary.json").read_text())["analysis"]
+    assert {c["factor"] for c in analysis["comparisons"]} == {"model.teacher"} and len(analysis["comparisons"]) == 3
+    inits = {m["group"]: m["val_loss_init"] for m in json.loads((out / "summary.json").read_text())["models"] if m["seed"] == 0}
+    assert len(set(inits.values())) == 3  # the same initial student, three teachers: three losses
+
+
+@pytest.mark.slow
+def test_data_without_a_model_is_made_once_for_every_group(monkeypatch):
+    """data(): one call, one copy on the devices, whatever the number of groups."""
+    from jaxfit.experiments.sumsq import SumsqTask
+
+    calls = []
+    made = SumsqTask.data
+    monkeypatch.setattr(SumsqTask, "data", lambda self: calls.append(1) or made(self))
+    cfg = config.load("sumsq_dropout_ablation", ["task.n_samples=1100", "task.n_train=1000", "train.epochs=1", "sweep.n_seeds=1"])
+    prepared = sweep.prepare(cfg)
+    assert len(cfg.groups) > 2 and len(calls) == 1
+    assert all(d is prepared.data[0] for d in prepared.data)
+
+
+@pytest.mark.bad_input
+def test_a_per_table_data_mistake_names_the_table(tmp_path, capsys):
+    """A mistake in what data(model) returns is one line naming the table it was made for."""
+    code = (ROOT / "examples" / "teacher_student.py").read_text().replace('"teacher_student"', '"bad_teacher_student"')
+    (tmp_path / "bad.py").write_text(code.replace('return {"teacher": (w1, w2), "eval"', 'return {"teacher": (w1, w2), "evals"'))
+    toml = TEACHER_STUDENT.read_text().replace('"teacher_student.py"', '"bad.py"').replace('"teacher_student"', '"bad_teacher_student"')
+    (tmp_path / "bad.toml").write_text(toml)
+    assert run.main(["--config", str(tmp_path / "bad.toml"), "--quiet", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data(model table 'student')" in err and '"eval" entry' in err, err
+    assert not (tmp_path / "out").exists()

@@ -227,7 +227,7 @@ def test_the_trainers_parts_are_functions_of_their_setup():
     assert int(trainer.log_slot(s, jnp.int32(unlogged))) == s.n_logged
     assert bool(trainer.reaches(s, jnp.float32(0.004))) and not bool(trainer.reaches(s, jnp.float32(0.006)))
     coords = jax.tree.map(lambda a: a[0], plan.expand(cfg)[0].coords)
-    state = trainer.init_one(s, coords, trainer.RunData(experiment.run_data(cfg.task, cfg.train.eval_batch_size)))
+    state = trainer.init_one(s, coords, trainer.RunData(experiment.run_data(cfg.task, s.group.model, cfg.train.eval_batch_size)))
     x = jnp.full((cfg.train.batch_size, 1), jnp.nan)
     after = trainer.train_step(s, trainer.Trained.start(state), jnp.int32(0), x, x, coords)
     assert not bool(after.active) and int(after.diverged_step) == 0 and int(after.steps_done) == 0
