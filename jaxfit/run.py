@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-code-change",
         action="store_true",
-        help="with --resume: continue although the experiment's code or jaxfit's version changed since the run started "
-        "(its history then mixes two programs)",
+        help="with --resume or --extend: go on although the experiment's code or jaxfit's version changed since the run started "
+        "(its models then come from two programs)",
     )
     parser.add_argument(
         "--log",
@@ -150,8 +150,8 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
     process (0) checks the output folder: the others never write it."""
     if args.stop_after_chunks is not None and args.stop_after_chunks < 1:
         raise UsageError(f"--stop-after-chunks {args.stop_after_chunks}: must be >= 1")
-    if args.allow_code_change and args.resume is None:
-        raise UsageError("--allow-code-change goes with --resume DIR")
+    if args.allow_code_change and args.resume is None and args.extend is None:
+        raise UsageError("--allow-code-change goes with --resume DIR or --extend DIR")
     if args.resume is not None:
         if args.out or args.overwrite:
             raise UsageError("--resume DIR continues the run in DIR; no --out or --overwrite")
@@ -179,6 +179,8 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
             raise UsageError("--extend DIR adds seeds to the run in DIR, in one process; no --out, --overwrite or --distributed")
         rundir.settle(args.extend)
         cfg, _ = extend.configs(args.extend, args.overrides)
+        if not args.allow_code_change:  # the new models must come from the program the old ones did
+            check_same_code(args.extend, (rundir.read_marker(args.extend) or {}).get("code"), code_of(type(cfg.task)), "--extend")
         return with_logging(cfg, args.log), args.extend, args.extend
     cfg = with_logging(config_lib.load(args.config, args.overrides), args.log)
     out = args.out or default_out(cfg.name)
@@ -191,9 +193,9 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
     return cfg, out, out
 
 
-def check_same_code(folder: Path, started: dict | None, now: dict) -> None:
-    """Refuse to resume with other experiment code or another jaxfit version than the run started
-    with (a run's history would mix two programs). Runs of versions that recorded none pass."""
+def check_same_code(folder: Path, started: dict | None, now: dict, flag: str = "--resume") -> None:
+    """Refuse to resume (or extend) with other experiment code or another jaxfit version than the
+    run started with (a run's models would mix two programs). Runs of versions that recorded none pass."""
     if not started:
         return
     changed = [f"{key} {started.get(key)} -> {now.get(key)}" for key in ("jaxfit",) if started.get(key) != now.get(key)]
@@ -204,8 +206,8 @@ def check_same_code(folder: Path, started: dict | None, now: dict) -> None:
         )
     if changed:
         raise UsageError(
-            f"--resume {folder}: not the program the run started with ({'; '.join(changed)}); its history would mix "
-            f"two programs: restore the code, start a new run, or insist with --resume {folder} --allow-code-change"
+            f"{flag} {folder}: not the program the run started with ({'; '.join(changed)}); its models would mix "
+            f"two programs: restore the code, start a new run, or insist with {flag} {folder} --allow-code-change"
         )
 
 

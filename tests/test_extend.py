@@ -5,6 +5,7 @@ leave the run as it was."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def test_a_bad_extension_is_one_line_and_leaves_the_run_as_it_was(three, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and words in err, err
     assert files(folder) == before and not (folder / ".jaxfit-staging").exists() and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.slow
+def test_an_extension_by_another_program_is_refused(three, tmp_path, capsys):
+    """New seeds from another jaxfit version (or experiment file) would not be the run's models."""
+    folder = extended(three, tmp_path)
+    marker = json.loads((folder / ".jaxfit-run.json").read_text())
+    marker["code"]["jaxfit"] = "0.0.1"
+    (folder / ".jaxfit-run.json").write_text(json.dumps(marker))
+    before = files(folder)
+    assert run.main(["--extend", str(folder), "--set", "sweep.n_seeds=5", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not the program the run started with (jaxfit 0.0.1 ->" in err and "--extend" in err, err
+    assert files(folder) == before and not (folder / ".jaxfit-staging").exists()
 
 
 @pytest.mark.bad_input
