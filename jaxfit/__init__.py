@@ -28,12 +28,14 @@ if TYPE_CHECKING:
     from jaxfit.config import load
     from jaxfit.experiment import EvalSet, Task, mean_over, mse, register
     from jaxfit.run import TrainingFailed, train
+    from jaxfit.runfiles import RunFileError
     from jaxfit.runs import Run, open
 
 _LAZY = {
     "load": "jaxfit.config",
     **{name: "jaxfit.experiment" for name in ("EvalSet", "Task", "mean_over", "mse", "register")},
     **{name: "jaxfit.runs" for name in ("Run", "open")},
+    "RunFileError": "jaxfit.runfiles",
     **{name: "jaxfit.run" for name in ("TrainingFailed", "train")},
 }
 
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigError",
     "EvalSet",
     "Run",
+    "RunFileError",
     "Task",
     "TrainingFailed",
     "bounded",

@@ -134,15 +134,34 @@ def adjust(entries: list[dict]) -> None:
 
 
 def signed_rank(differences: np.ndarray) -> float:
-    """Two-sided p of the Wilcoxon signed-rank test of paired differences (scipy.stats.wilcoxon,
-    zeros dropped): exact for up to 50 differences without ties, else the normal approximation
-    with the tie correction."""
+    """Two-sided p of the Wilcoxon signed-rank test of paired differences (zeros dropped):
+    scipy.stats.wilcoxon's exact test for up to 50 differences without ties and its normal
+    approximation (tie-corrected) beyond 50; with ties, up to 50, the exact permutation
+    distribution of the tied ranks' sum (`_tied_signed_rank`): scipy's exact test assumes no
+    ties, and its normal approximation is far too small with few pairs (5 equal differences:
+    0.025 where no sign pattern can be rarer than 2 / 2^5)."""
     d = np.asarray(differences, np.float64)
     d = d[np.isfinite(d) & (d != 0)]
     if len(d) == 0:
         return 1.0
-    method = "exact" if len(d) <= 50 and len(np.unique(np.abs(d))) == len(d) else "approx"
-    return float(stats.wilcoxon(d, method=method, correction=False).pvalue)
+    if len(d) > 50:
+        return float(stats.wilcoxon(d, method="approx", correction=False).pvalue)
+    if len(np.unique(np.abs(d))) == len(d):
+        return float(stats.wilcoxon(d, method="exact").pvalue)
+    return _tied_signed_rank(d)
+
+
+def _tied_signed_rank(d: np.ndarray) -> float:
+    """Exact two-sided signed-rank p with ties: every sign pattern equally likely, W+ the sum of
+    the positive differences' mid-ranks (halves: counted in doubled ranks, integers)."""
+    doubled = np.rint(2 * stats.rankdata(np.abs(d))).astype(np.int64)
+    counts = np.zeros(int(doubled.sum()) + 1)  # counts[w]: sign patterns with doubled W+ = w
+    counts[0] = 1
+    for r in doubled:
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    w = int(doubled[d > 0].sum())
+    tail = min(counts[: w + 1].sum(), counts[w:].sum()) / counts.sum()
+    return float(min(1.0, 2 * tail))
 
 
 def hodges_lehmann(differences: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
@@ -550,6 +569,8 @@ def analyse(models: list[dict], groups: dict[str, dict], monitor: str, stop_at: 
     pooled = factors(comps, has_threshold)
     if has_threshold:
         adjust(pooled)
+        adjust([f["steps"] for f in pooled])
+    adjust([f["final"] for f in pooled])
     result = {
         "cells": [
             {

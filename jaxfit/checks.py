@@ -80,10 +80,13 @@ class Checker:
         return self.call(method, lambda: jax.eval_shape(fn, *args))
 
 
-def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: int, seed: int = 0) -> list[Any]:
+def check_returns(
+    task: Task, models: list[Any], batch_size: int, eval_chunk: int, seed: int = 0, groups: list[list[str]] | None = None
+) -> list[Any]:
     """Call every method the engine will call, for each model table, and check what it returns;
     the data each table trains on, as the engine passes it into jit (`data()` made once and
-    shared, or `data(model)` made for each table), in the order of `models`."""
+    shared, or `data(model)` made for each table), in the order of `models`. `groups`: the
+    groups of each table, named in a mistake of its data."""
     c = Checker(task)
     shape = c.call("input_shape()", task.input_shape)
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and n > 0 for n in shape):
@@ -94,8 +97,9 @@ def check_returns(task: Task, models: list[Any], batch_size: int, eval_chunk: in
     key, step = jax.random.key(seed), jnp.int32(0)
     shared = None if data_per_model(task) else _checked_data(c, task, "data()", task.data, shape, eval_chunk)
     out = []
-    for model in models:
-        made = f"data(model table {model.name!r})"
+    for k, model in enumerate(models):
+        of = f" of group{'s' * (len(groups[k]) > 1)} {', '.join(map(repr, groups[k]))}" if groups else ""
+        made = f"data(model table {model.name!r}{of})"
         per_table = partial(task.data, model)  # type: ignore[call-arg]  # data(self, model), as data_per_model found
         data = shared if shared is not None else _checked_data(c, task, made, per_table, shape, eval_chunk)
         _check_model(c, task, model, shape, data, key, step, batch_size)

@@ -12,8 +12,10 @@ it had been run with N seeds from the start) and moved in.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from jaxfit import config as config_lib
@@ -51,9 +53,15 @@ def configs(run_dir: Path, overrides: list[str]) -> tuple[config_lib.Config, int
         raise ExtendError(
             f"--set sweep.n_seeds={full.sweep.n_seeds}: {run_dir} has {old.sweep.n_seeds} seeds; an extension adds seeds (give more)"
         )
+    n_models = sum(config_lib.group_sizes(full))
+    try:  # before the models are listed: a count too large for memory is refused here, in one line
+        plan.check_fits(f"{n_models:,} models", n_models * plan.HOST_BYTES_PER_MODEL, plan.available_memory(jax.devices("cpu")[0]))
+    except plan.TooLarge as error:
+        raise ExtendError(f"--set sweep.n_seeds={full.sweep.n_seeds}: {error}") from None
     labels = [label for group in plan.expand(full) for label in group.labels]
     new = tuple(i for i, label in enumerate(labels) if label["seed"] >= old.sweep.n_seeds)
-    return dataclasses.replace(full, sweep=dataclasses.replace(full.sweep, models=new)), old.sweep.n_seeds
+    quiet = config_lib.Logging(())  # no live trackers: they would see the new seeds only
+    return dataclasses.replace(full, sweep=dataclasses.replace(full.sweep, models=new), logging=quiet), old.sweep.n_seeds
 
 
 def seeds(run_dir: Path) -> int:
@@ -93,7 +101,9 @@ def _merged(old: dict[str, np.ndarray], new: dict[str, np.ndarray], is_old: np.n
 def write(work: Path, run_dir: Path, cfg: config_lib.Config, n_old: int, result: sweep.Result) -> str:
     """Write into `work` the files of the N-seed run: `run_dir`'s models and the new ones
     (`result`, trained with `cfg` from `configs`) in the whole sweep's order; return the table."""
-    full = whole(cfg)
+    full = dataclasses.replace(
+        whole(cfg), logging=config_lib.load(str(run_dir / "config.toml")).logging
+    )  # the run's trackers stay configured
     _, summary, history, params = read_files(run_dir)
     groups = plan.expand(full)
     is_old = np.array([label["seed"] < n_old for group in groups for label in group.labels])
@@ -118,7 +128,22 @@ def write(work: Path, run_dir: Path, cfg: config_lib.Config, n_old: int, result:
         with np.load(run_dir / "steps.npz") as old_steps:
             steps = _merged({k: old_steps[k] for k in old_steps.files}, outputs.step_arrays(result), is_old, ("step",))
         atomic_write(work / "steps.npz", lambda f: np.savez_compressed(f, **steps), binary=True)  # type: ignore[arg-type]
-    return outputs.redraw(work)
+    text = outputs.redraw(work)
+    _carry_over(run_dir, work)
+    return text
+
+
+def _carry_over(run_dir: Path, work: Path) -> None:
+    """The run's other files (a tracker's logs, its record) into the extended run as they are,
+    so that moving it in keeps them; its checkpoints are not kept (the extension's hold only the
+    new seeds, the run's only the old: neither is the N-seed run's state)."""
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    marker = rundir.read_marker(run_dir) or {}
+    for name in marker.get("files", []):
+        source, target = run_dir / name, work / name
+        if name == "checkpoints" or target.exists() or not source.exists():
+            continue
+        shutil.copytree(source, target) if source.is_dir() else shutil.copy2(source, target)
 
 
 def _run_info(old: dict, new: dict, n_models: int, n_old: int, n_seeds: int) -> dict:

@@ -216,13 +216,16 @@ def _families(result: dict, has_threshold: bool) -> str:
     text = "Holm p: adjusted over the run's family of tests of that kind (" + ", ".join(
         f"{n} {names[k]} tests" for k, n in counts.items() if n
     )
-    if not has_threshold or not any("holm_p" in f for f in result["factors"]):
+    factors = result["factors"]
+    if not factors or not any("holm_p" in f or "holm_p" in (f.get("final") or {}) for f in factors):
         return text + ")."
-    kept = [f"{f['factor']} ({f['a']} vs {f['b']})" for f in result["factors"] if f.get("holm_p", 1.0) < 0.05]
-    text += f"; the {len(result['factors'])} pooled factors' McNemar tests). "
-    if not kept:
-        return text + "No factor is significant at 0.05 after adjustment."
-    return text + "Significant at 0.05 after adjustment: " + ", ".join(kept) + "."
+    text += f"; the {len(factors)} pooled factors' tests, a family per kind)."
+    tests = {"success": [(f, f) for f in factors]} if has_threshold else {}
+    tests["the final metric"] = [(f, f.get("final") or {}) for f in factors]
+    for what, entries in tests.items():
+        kept = [f"{f['factor']} ({f['a']} vs {f['b']})" for f, test in entries if test.get("holm_p", 1.0) < 0.05]
+        text += f" Changing {what} at 0.05 after adjustment: {', '.join(kept) if kept else 'no factor'}."
+    return text
 
 
 def _percent(entry: dict) -> str:
@@ -241,10 +244,13 @@ def _shift(entry: dict) -> str:
 
 
 def _seeds(entry: dict) -> str:
-    """'~60' seeds per cell; '-' where decided (or nothing seen to differ), '> 100,000' past the search."""
-    n = entry.get("seeds_needed")
-    if n is None:
+    """'~60' seeds per cell; '-' where decided, 'no estimate' where nothing was seen to differ,
+    '> 100,000' past the search."""
+    if "seeds_needed" not in entry:
         return "-"
+    n = entry["seeds_needed"]
+    if n is None:
+        return "no estimate"
     return f"> {analysis.MAX_SEEDS:,}" if n > analysis.MAX_SEEDS else f"~{n:,}"
 
 
@@ -287,7 +293,8 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
         "Effect: rank-biserial correlation of B − A, in [−1, 1]. "
         + _families(result, has_threshold)
         + f" Seeds needed: where {primary} is not decided at 0.05 after adjustment, the seeds per cell that would decide it "
-        "with 80 % power at 0.05 / (the family's size) if what was seen held (McNemar: exact power; signed-rank: Noether's formula).",
+        "with 80 % power at 0.05 / (the family's size) if what was seen held (McNemar: exact power; signed-rank: Noether's formula); "
+        "'-': decided; 'no estimate': nothing seen to differ.",
         "",
     ]
     factor_rows = []
@@ -309,6 +316,7 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
         final = f["final"] if isinstance(f.get("final"), dict) else {"effect": f.get("final_effect", 0.0)}
         if "difference" in final:
             row[f"final {monitor} B − A"] = _shift(final)
+            row["final Holm p"] = _holm(final)
         row[f"final {monitor} effect"] = f"{final['effect']:+.2f}"
         factor_rows.append(row)
     out += ["### Factors, pooled over the others (largest change first)", "", markdown_table(factor_rows, list(factor_rows[0])), ""]
@@ -317,7 +325,7 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
         row = {
             "coordinate": c["factor"],
             "A vs B": f"{c['a']} vs {c['b']}",
-            "held fixed": ", ".join(f"{v}" for v in c["held"].values()) or "-",
+            "held fixed": ", ".join(f"{k}={v}" for k, v in c["held"].items()) or "-",
             "pairs": c["pairs"],
         }
         if has_threshold:

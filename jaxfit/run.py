@@ -20,6 +20,7 @@ import datetime
 import io
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -159,7 +160,13 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
             rundir.settle(args.resume)  # a promotion a crash cut short is completed first
         work = rundir.resume_dir(args.resume)
         if not (work / "config.toml").is_file() or not (work / "checkpoints").is_dir():
-            raise UsageError(f"--resume {args.resume}: no config.toml and checkpoints/ there to resume from")
+            finished = (rundir.read_marker(work) or {}).get("finished") and (work / "config.toml").is_file()
+            raise UsageError(
+                f"--resume {args.resume}: the run has finished and keeps no checkpoints (an extended run's would hold only its "
+                "new seeds); nothing to resume"
+                if finished
+                else f"--resume {args.resume}: no config.toml and checkpoints/ there to resume from"
+            )
         not_execution = [o for o in args.overrides if not o.strip().startswith("execution.")]
         if not_execution:
             raise UsageError(f"--resume: --set {not_execution[0]}: a resumed run keeps its config; only execution.* may change")
@@ -175,13 +182,16 @@ def resolve(args: argparse.Namespace, primary: bool = True) -> tuple[config_lib.
             check_same_code(args.resume, marker.get("code"), code_of(type(cfg.task)))
         return cfg, args.resume, work
     if args.extend is not None:
-        if args.out or args.overwrite or args.distributed:
-            raise UsageError("--extend DIR adds seeds to the run in DIR, in one process; no --out, --overwrite or --distributed")
+        if args.out or args.overwrite or args.distributed or args.log:
+            raise UsageError(
+                "--extend DIR adds seeds to the run in DIR, in one process and without live trackers (they would see the new "
+                "seeds only); no --out, --overwrite, --distributed or --log"
+            )
         rundir.settle(args.extend)
         cfg, _ = extend.configs(args.extend, args.overrides)
         if not args.allow_code_change:  # the new models must come from the program the old ones did
             check_same_code(args.extend, (rundir.read_marker(args.extend) or {}).get("code"), code_of(type(cfg.task)), "--extend")
-        return with_logging(cfg, args.log), args.extend, args.extend
+        return cfg, args.extend, args.extend
     cfg = with_logging(config_lib.load(args.config, args.overrides), args.log)
     out = args.out or default_out(cfg.name)
     if primary:
@@ -333,20 +343,25 @@ class _Tee(io.StringIO):
         return super().write(text)
 
 
-def train(config: str | Path, *overrides: str, out: Path | str | None = None, overwrite: bool = False, quiet: bool = True) -> runs.Run:
-    """Train a config (a built-in name or a .toml path) with `key=value` overrides, as
-    `python -m jaxfit.run --config CONFIG --set ... [--out OUT] [--overwrite] [--quiet]` does
-    (default out: runs/<name>-<date-time>/), and open the finished run; its table is
-    `Run.markdown`. A bad config raises ConfigError; any other failure TrainingFailed."""
-    cfg = config_lib.load(str(config), list(overrides))  # a bad config raises here, as ConfigError
+def train(
+    config: str | Path, *overrides: str | Sequence[str], out: Path | str | None = None, overwrite: bool = False, quiet: bool = True
+) -> runs.Run:
+    """Train a config (a built-in name or a .toml path) with `key=value` overrides (strings, or
+    lists of them), as `python -m jaxfit.run --config CONFIG --set ... [--out OUT] [--overwrite]
+    [--quiet]` does (default out: runs/<name>-<date-time>/), and open the finished run; its
+    table is `Run.markdown`. A bad config raises ConfigError; any other failure TrainingFailed,
+    with the command line's one line. quiet=False shows the progress lines."""
+    sets = [o for group in overrides for o in ([group] if isinstance(group, str) else group)]
+    cfg = config_lib.load(str(config), sets)  # a bad config raises here, as ConfigError
     out = out if out is not None else default_out(cfg.name)
-    argv = ["--config", str(config), *(a for o in overrides for a in ("--set", o)), "--out", str(out)]
+    argv = ["--config", str(config), *(a for o in sets for a in ("--set", o)), "--out", str(out)]
     argv += ["--overwrite"] * overwrite + ["--quiet"] * quiet
-    errors = _Tee(sys.stderr)
+    errors = _Tee(None if quiet else sys.stderr)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
         code = main(argv)
     if code != 0:
-        raise TrainingFailed((errors.getvalue().strip().splitlines() or [f"python -m jaxfit.run exited with {code}"])[-1])
+        last = (errors.getvalue().strip().splitlines() or [f"python -m jaxfit.run exited with {code}"])[-1]
+        raise TrainingFailed(last.removeprefix("error: "))
     return runs.Run(out)
 
 

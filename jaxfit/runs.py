@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from jaxfit import analysis
-from jaxfit.runfiles import RunView, read_files
+from jaxfit.runfiles import RunFileError, RunView, read_files
 
 
 class Run:
@@ -29,6 +29,8 @@ class Run:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunFileError(f"{self.path}: no such folder")
         self.config, self.summary, self._history, _ = read_files(self.path)
         view = RunView.of(self.config, self.summary["run"], self.summary["models"])  # the analysis as this version computes it
         self.summary["analysis"] = analysis.analyse(self.summary["models"], view.groups, view.monitor, view.stop_at, view.steps)
@@ -118,7 +120,7 @@ class Run:
 
 
 def open(path: Path | str) -> Run:  # noqa: A001 -- jaxfit.open, as the card names it
-    """A finished run's folder (RunFileError, one line, if it is not one)."""
+    """A finished run's folder; `jaxfit.RunFileError` (one line) if it is not one."""
     return Run(path)
 
 

@@ -124,7 +124,8 @@ def prepare(cfg: Config, initial_params: dict[str, Any] | None = None, batches: 
     )
     groups = plan.expand(cfg)
     tables = {repr(g.model): g.model for g in cfg.groups}
-    made = checks.check_returns(cfg.task, list(tables.values()), cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed)
+    users = [[g.name for g in cfg.groups if repr(g.model) == key] for key in tables]
+    made = checks.check_returns(cfg.task, list(tables.values()), cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed, users)
     unique = list({id(d): d for d in made}.values())  # data() once for every table, or data(model) for each
     data = [trainer.RunData(d) for d in unique]
     if batches is not None:

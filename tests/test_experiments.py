@@ -308,5 +308,5 @@ def test_a_per_table_data_mistake_names_the_table(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text(toml)
     assert run.main(["--config", str(tmp_path / "bad.toml"), "--quiet", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "data(model table 'student')" in err and '"eval" entry' in err, err
+    assert "\n" not in err and "data(model table 'student' of group 'teacher_4')" in err and '"eval" entry' in err, err
     assert not (tmp_path / "out").exists()

@@ -55,9 +55,28 @@ def test_an_extended_run_is_the_run_with_more_seeds_from_the_start(three, five, 
     text = (folder / "summary.md").read_text()
     assert text.startswith("# stepfit: 10 models") and "extended: 3 → 5 seeds (4 new models" in text
     assert {"loss_curves.png", "performance_profile.png", "val_loss.png"} <= {p.name for p in folder.glob("*.png")}
-    assert not (folder / ".jaxfit-staging").exists()
+    assert not (folder / ".jaxfit-staging").exists() and not (folder / "checkpoints").exists()  # neither part's state is the run's
     assert run.main(["--extend", str(folder), "--set", "sweep.n_seeds=6", "--quiet"]) == 0  # and again
     assert len(read_summary(folder)["models"]) == 12 and [e["seeds"] for e in read_summary(folder)["run"]["extended"]] == [[3, 5], [5, 6]]
+
+
+@pytest.mark.slow
+def test_an_extension_keeps_the_runs_other_files_and_says_why_it_cannot_resume(three, tmp_path, capsys):
+    """A tracker's logs (a file the run's marker lists) are carried over as they were; the
+    finished run has no checkpoints to resume, and says so in one line."""
+    folder = extended(three, tmp_path)
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out").write_bytes(b"logged")
+    marker = json.loads((folder / ".jaxfit-run.json").read_text())
+    marker["files"].append("tensorboard")
+    (folder / ".jaxfit-run.json").write_text(json.dumps(marker))
+    assert run.main(["--extend", str(folder), "--set", "sweep.n_seeds=4", "--quiet"]) == 0
+    assert (folder / "tensorboard" / "events.out").read_bytes() == b"logged"
+    assert "tensorboard" in json.loads((folder / ".jaxfit-run.json").read_text())["files"]
+    capsys.readouterr()
+    assert run.main(["--resume", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the run has finished and keeps no checkpoints" in err, err
 
 
 @pytest.mark.slow
@@ -83,6 +102,8 @@ def test_an_interrupted_extension_resumes_and_the_run_stays_whole_meanwhile(thre
         (["--set", "sweep.n_seeds=5", "--set", "optim.lr=0.2"], "--set optim.lr=0.2: an extension keeps the run's config"),
         (["--set", "sweep.n_seeds=0"], "sweep.n_seeds"),
         (["--set", "sweep.n_seeds=5", "--out", "ELSEWHERE"], "no --out"),
+        (["--set", "sweep.n_seeds=5", "--log", "tensorboard"], "without live trackers"),
+        (["--set", "sweep.n_seeds=100000000"], "--set sweep.n_seeds=100000000: "),  # refused before 10^8 models are listed
     ],
 )
 def test_a_bad_extension_is_one_line_and_leaves_the_run_as_it_was(three, tmp_path, capsys, args, words):

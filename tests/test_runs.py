@@ -22,7 +22,7 @@ SPIRALS = ["sweep.n_seeds=3", "train.steps=50", "optim.lr=[0.001, 0.002]", "trai
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> jaxfit.Run:
-    return jaxfit.train(ROOT / "examples" / "spirals.toml", *SPIRALS, out=tmp_path_factory.mktemp("api") / "run")
+    return jaxfit.train(ROOT / "examples" / "spirals.toml", SPIRALS, out=tmp_path_factory.mktemp("api") / "run")  # a list, or each
 
 
 @pytest.mark.slow
@@ -63,14 +63,17 @@ def test_opening_a_run_reads_the_same_and_imports_no_jax(trained):
 
 
 @pytest.mark.bad_input
-def test_a_bad_config_or_a_failed_run_is_an_exception_of_one_line(tmp_path):
+def test_a_bad_config_or_a_failed_run_is_an_exception_of_one_line(tmp_path, capsys):
     with pytest.raises(jaxfit.ConfigError, match="train.steps"):
         jaxfit.train("stepfit", "train.steps=0", out=tmp_path / "a")
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    with pytest.raises(jaxfit.TrainingFailed, match="folder is not empty"):
+    with pytest.raises(jaxfit.TrainingFailed, match="^--out .*folder is not empty") as failed:
         jaxfit.train("stepfit", "train.steps=10", out=taken)
+    assert "\n" not in str(failed.value) and not capsys.readouterr().err  # one line, in the exception only
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
-    with pytest.raises(RunFileError):
+    with pytest.raises(RunFileError, match="not a finished jaxfit run"):
         jaxfit.open(tmp_path)
+    with pytest.raises(jaxfit.RunFileError, match="no such folder"):
+        jaxfit.open(tmp_path / "nowhere")
