@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import itertools
 import re
 import tomllib
@@ -220,8 +221,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     for key in raw:
         if key not in fields:
             kind = f" of {path.rsplit('.', 1)[-1]} {raw['name']!r}" if "name" in fields and "name" in raw else ""
-            hint = ""
-            if path.startswith("groups.") and kind:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            if path.startswith("groups.") and kind and not close:
                 table = path.split(".", 2)[2]
                 hint = (
                     f"; this group's {table} is {raw['name']!r}, and a --set {table}.{key} reaches every group: "

@@ -43,6 +43,7 @@ def test_a_default_override_reaches_every_group_and_a_group_override_one():
 BAD_INPUTS = [
     (["--config", "nosuch"], "'--config' = 'nosuch'", "known: "),
     (["--config", "sumsq", "--set", "train.epoch=2"], "'train.epoch'", "unknown key"),
+    (["--config", "stepfit", "--set", "model.widht=3"], "'groups.narrow.model.widht' = 3", "did you mean 'width'?"),
     (["--config", "sumsq", "--set", "train.epochs=abc"], "'train.epochs' = 'abc'", "expected an integer"),
     (["--config", "sumsq", "--set", "train.epochs=-1"], "'train.epochs' = -1", "must be > 0"),
     (["--config", "sumsq", "--set", "train.epochs=2.5"], "'train.epochs' = 2.5", "expected an integer"),
