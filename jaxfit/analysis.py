@@ -155,13 +155,20 @@ def _tied_signed_rank(d: np.ndarray) -> float:
     """Exact two-sided signed-rank p with ties: every sign pattern equally likely, W+ the sum of
     the positive differences' mid-ranks (halves: counted in doubled ranks, integers)."""
     doubled = np.rint(2 * stats.rankdata(np.abs(d))).astype(np.int64)
-    counts = np.zeros(int(doubled.sum()) + 1)  # counts[w]: sign patterns with doubled W+ = w
-    counts[0] = 1
-    for r in doubled:
-        counts[r:] = counts[r:] + counts[:-r].copy()
+    counts = _sign_pattern_counts(doubled)
     w = int(doubled[d > 0].sum())
     tail = min(counts[: w + 1].sum(), counts[w:].sum()) / counts.sum()
     return float(min(1.0, 2 * tail))
+
+
+def _sign_pattern_counts(ranks: np.ndarray) -> np.ndarray:
+    """counts[w]: how many of the 2^n sign patterns of n differences with these (integer) ranks
+    give W+ = w, the sum of the ranks signed positive (the signed-rank null distribution)."""
+    counts = np.zeros(int(ranks.sum()) + 1)
+    counts[0] = 1
+    for r in ranks:
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return counts
 
 
 def hodges_lehmann(differences: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
@@ -188,11 +195,7 @@ def _signed_rank_critical(n: int, alpha: float) -> int:
     total = n * (n + 1) // 2
     if n > 50:
         return int(math.floor(total / 2 - stats.norm.ppf(1 - alpha / 2) * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)))
-    counts = np.zeros(total + 1)  # counts[w]: sign patterns with W+ = w
-    counts[0] = 1
-    for k in range(1, n + 1):
-        counts[k:] = counts[k:] + counts[:-k].copy()
-    cdf = np.cumsum(counts) / 2.0**n
+    cdf = np.cumsum(_sign_pattern_counts(np.arange(1, n + 1))) / 2.0**n
     return int(np.searchsorted(cdf, alpha / 2, side="right")) - 1
 
 
@@ -271,17 +274,6 @@ def _fewest(enough: Callable[[int], bool]) -> int:
     return high
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given their mean rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def rank_biserial(differences: np.ndarray) -> float:
     """The matched-pairs rank-biserial correlation of paired differences, in [-1, 1]: the share of
     the rank sum on the positive side minus that on the negative side."""
@@ -289,7 +281,7 @@ def rank_biserial(differences: np.ndarray) -> float:
     d = d[np.isfinite(d) & (d != 0)]
     if len(d) == 0:
         return 0.0
-    ranks = _ranks(np.abs(d))
+    ranks = stats.rankdata(np.abs(d))  # ties given their mean rank
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 

@@ -205,7 +205,7 @@ def _p(value: float) -> str:
 
 
 def _holm(entry: dict) -> str:
-    """An entry's Holm-adjusted p (`analysis.adjust`); "-" in an analysis written before it."""
+    """An entry's Holm-adjusted p (`analysis.adjust`); "-" for a test without a finite p."""
     return _p(entry["holm_p"]) if "holm_p" in entry else "-"
 
 
@@ -216,12 +216,10 @@ def _families(result: dict, has_threshold: bool) -> str:
     text = "Holm p: adjusted over the run's family of tests of that kind (" + ", ".join(
         f"{n} {names[k]} tests" for k, n in counts.items() if n
     )
-    factors = result["factors"]
-    if not factors or not any("holm_p" in f or "holm_p" in (f.get("final") or {}) for f in factors):
-        return text + ")."
+    factors = result["factors"]  # analysis_markdown calls this only for a run that has some
     text += f"; the {len(factors)} pooled factors' tests, a family per kind)."
     tests = {"success": [(f, f) for f in factors]} if has_threshold else {}
-    tests["the final metric"] = [(f, f.get("final") or {}) for f in factors]
+    tests["the final metric"] = [(f, f["final"]) for f in factors]
     for what, entries in tests.items():
         kept = [f"{f['factor']} ({f['a']} vs {f['b']})" for f, test in entries if test.get("holm_p", 1.0) < 0.05]
         text += f" Changing {what} at 0.05 after adjustment: {', '.join(kept) if kept else 'no factor'}."
@@ -230,17 +228,12 @@ def _families(result: dict, has_threshold: bool) -> str:
 
 def _percent(entry: dict) -> str:
     """A success difference and its interval, in points: '+27.5% [+12.0, +41.3]'."""
-    if "low" not in entry:  # an analysis written before intervals
-        return f"{entry['difference']:+.1%}"
     return f"{entry['difference']:+.1%} [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]"
 
 
 def _shift(entry: dict) -> str:
     """A Hodges-Lehmann difference and its interval ('-' bounds: too few pairs for one)."""
-    value = entry.get("difference", entry.get("median_difference"))
-    if "low" not in entry:
-        return fmt(value)
-    return f"{fmt(value)} [{fmt(entry['low'])}, {fmt(entry['high'])}]"
+    return f"{fmt(entry['difference'])} [{fmt(entry['low'])}, {fmt(entry['high'])}]"
 
 
 def _seeds(entry: dict) -> str:
@@ -313,11 +306,9 @@ def analysis_markdown(result: dict, has_threshold: bool, monitor: str) -> list[s
                     "seeds needed": _seeds(f),
                 }
             )
-        final = f["final"] if isinstance(f.get("final"), dict) else {"effect": f.get("final_effect", 0.0)}
-        if "difference" in final:
-            row[f"final {monitor} B − A"] = _shift(final)
-            row["final Holm p"] = _holm(final)
-        row[f"final {monitor} effect"] = f"{final['effect']:+.2f}"
+        row[f"final {monitor} B − A"] = _shift(f["final"])
+        row["final Holm p"] = _holm(f["final"])
+        row[f"final {monitor} effect"] = f"{f['final']['effect']:+.2f}"
         factor_rows.append(row)
     out += ["### Factors, pooled over the others (largest change first)", "", markdown_table(factor_rows, list(factor_rows[0])), ""]
     rows = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jaxfit import analysis
+from jaxfit import analysis, report
 from jaxfit.runfiles import RunFileError, RunView, read_files
 
 
@@ -32,8 +32,8 @@ class Run:
         if not self.path.is_dir():
             raise RunFileError(f"{self.path}: no such folder")
         self.config, self.summary, self._history, _ = read_files(self.path)
-        view = RunView.of(self.config, self.summary["run"], self.summary["models"])  # the analysis as this version computes it
-        self.summary["analysis"] = analysis.analyse(self.summary["models"], view.groups, view.monitor, view.stop_at, view.steps)
+        view = RunView.of(self.config, self.summary["run"], self.summary["models"])
+        self.summary["analysis"] = report.analyse(view, self.summary["models"])  # as this version computes it
 
     def __repr__(self) -> str:
         run = self.summary["run"]
